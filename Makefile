@@ -1,0 +1,38 @@
+# strata: `make demo` runs the store end to end; `make test` runs every test.
+# Both install missing system packages first (scripts/install-deps.sh, needs root).
+
+CARGO ?= cargo
+export STRATA_TEST_TMP ?= /var/tmp
+
+.PHONY: deps peers build release test demo bench fmt clippy fuzz-build clean
+
+deps:
+	@scripts/install-deps.sh
+
+# skopeo 1.18 / podman 5.4 in a Debian trixie chroot, for the interoperability tests.
+peers: deps
+	@scripts/setup-peers.sh
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+release: deps
+	$(CARGO) build --release --bin strata
+
+test: deps peers
+	$(CARGO) test --workspace --no-fail-fast
+
+demo: deps release
+	@scripts/demo.sh target/release/strata
+
+bench: deps peers
+	$(CARGO) bench --bench differ
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,82 @@
+//! Staging directories: where an operation builds what it will publish.
+//!
+//! Each operation gets `staging/<op>-<pid>-<n>/` and holds `staging/<op>-<pid>-<n>.lock`
+//! while it runs. Whatever a killed operation leaves behind has no held lock, and recovery
+//! (or gc) removes it; a live operation's staging is never touched.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::StoreError;
+use crate::error::IoContext;
+use crate::lock::StagingLock;
+use crate::paths::StorePaths;
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A staging directory, removed on drop.
+#[derive(Debug)]
+pub struct Staging {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    _lock: StagingLock,
+}
+
+impl Staging {
+    pub fn new(paths: &StorePaths, op: &str) -> Result<Staging, StoreError> {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{op}-{}-{n}", std::process::id());
+        let dir = paths.staging().join(&name);
+        let lock_path = paths.staging().join(format!("{name}.lock"));
+        let lock = StagingLock::acquire(&lock_path)?;
+        if dir.exists() {
+            fs::remove_dir_all(&dir).at(&dir)?;
+        }
+        fs::create_dir_all(&dir).at(&dir)?;
+        Ok(Staging { dir, lock_path, _lock: lock })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+        let _ = fs::remove_file(&self.lock_path);
+    }
+}
+
+/// Removes staging directories whose operation is gone. Returns how many were removed.
+pub fn sweep(paths: &StorePaths) -> Result<u64, StoreError> {
+    let dir = paths.staging();
+    let mut removed = 0;
+    let Ok(rd) = fs::read_dir(&dir) else { return Ok(0) };
+    for ent in rd {
+        let ent = ent.at(&dir)?;
+        let name = ent.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".lock") {
+            let stem = name.trim_end_matches(".lock");
+            if !StagingLock::is_held(&ent.path()) && !dir.join(stem).exists() {
+                let _ = fs::remove_file(ent.path());
+            }
+            continue;
+        }
+        let lock = dir.join(format!("{name}.lock"));
+        if StagingLock::is_held(&lock) {
+            continue;
+        }
+        let p = ent.path();
+        if ent.file_type().at(&p)?.is_dir() {
+            fs::remove_dir_all(&p).at(&p)?;
+        } else {
+            fs::remove_file(&p).at(&p)?;
+        }
+        let _ = fs::remove_file(&lock);
+        removed += 1;
+    }
+    Ok(removed)
+}
