@@ -157,12 +157,21 @@ impl Assembler {
         self.clones == CloneSupport::Yes
     }
 
+    /// False once a clone failed with "not supported" (or reflinks are disabled): local
+    /// ranges are then only worth reading when the bytes are not at hand.
+    pub fn may_reflink(&self) -> bool {
+        self.allow_reflink && self.clones != CloneSupport::No
+    }
+
     fn try_clone(&mut self, src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) -> bool {
         if self.clones == CloneSupport::No || !self.allow_reflink || len == 0 {
             return false;
         }
         let Some(nz) = NonZeroU64::new(len) else { return false };
-        let r = reflink_copy::ReflinkBlockBuilder::new(src, dst, nz).from_offset(src_off).to_offset(dst_off).reflink_block();
+        let r = reflink_copy::ReflinkBlockBuilder::new(src, dst, nz)
+            .from_offset(src_off)
+            .to_offset(dst_off)
+            .reflink_block();
         match r {
             Ok(()) => {
                 self.clones = CloneSupport::Yes;
@@ -196,7 +205,11 @@ impl Assembler {
             let mut run_len = first.len;
             while j < pieces.len() {
                 match &pieces[j].local {
-                    Some(l) if l.source == first.source && l.offset == first.offset + run_len && run_len + l.len <= WINDOW => {
+                    Some(l)
+                        if l.source == first.source
+                            && l.offset == first.offset + run_len
+                            && run_len + l.len <= WINDOW =>
+                    {
                         run_len += l.len;
                         j += 1;
                     }
@@ -286,7 +299,15 @@ impl Assembler {
             let reaches_src_eof = src_start + rel + len == src_size;
             let data = &buf[rel as usize..(rel + len) as usize];
             let src = src.as_ref().expect("verified pieces have a source");
-            self.place_verified(src, src_start + rel, dst, dst_start + rel, data, ends_file && m == run.len() && reaches_src_eof, out)?;
+            self.place_verified(
+                src,
+                src_start + rel,
+                dst,
+                dst_start + rel,
+                data,
+                ends_file && m == run.len() && reaches_src_eof,
+                out,
+            )?;
             rel += len;
             k = m;
         }
@@ -315,7 +336,10 @@ impl Assembler {
                 let aligned_end = body_start + (len - body_start) / BLOCK * BLOCK;
                 // At both EOFs the unaligned tail may be cloned too.
                 let mut cloned_end = aligned_end;
-                if tail_at_eof && aligned_end < len && self.try_clone(src, src_off + body_start, dst, dst_off + body_start, len - body_start) {
+                if tail_at_eof
+                    && aligned_end < len
+                    && self.try_clone(src, src_off + body_start, dst, dst_off + body_start, len - body_start)
+                {
                     cloned_end = len;
                 } else if aligned_end > body_start
                     && !self.try_clone(src, src_off + body_start, dst, dst_off + body_start, aligned_end - body_start)

@@ -19,9 +19,7 @@ pub fn boundaries(data: &[u8]) -> Vec<Range<usize>> {
     if data.is_empty() {
         return Vec::new();
     }
-    fastcdc::v2020::FastCDC::new(data, MIN_SIZE, AVG_SIZE, MAX_SIZE)
-        .map(|c| c.offset..c.offset + c.length)
-        .collect()
+    fastcdc::v2020::FastCDC::new(data, MIN_SIZE, AVG_SIZE, MAX_SIZE).map(|c| c.offset..c.offset + c.length).collect()
 }
 
 #[cfg(test)]

@@ -44,7 +44,8 @@ pub struct HashOptions {
 fn is_zero(data: &[u8]) -> bool {
     // Word-wise compare; the compiler vectorizes this loop.
     let (words, tail) = data.split_at(data.len() / 8 * 8);
-    words.chunks_exact(8).all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0) && tail.iter().all(|&b| b == 0)
+    words.chunks_exact(8).all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
+        && tail.iter().all(|&b| b == 0)
 }
 
 fn hash_chunk(data: &[u8], offset: usize) -> Chunk {
@@ -96,6 +97,41 @@ pub fn digest_file(file: &File, opts: HashOptions) -> io::Result<FileDigests> {
     let mut buf = Vec::with_capacity(size as usize);
     (&*file).take(size).read_to_end(&mut buf)?;
     Ok(digest_bytes(&buf, opts))
+}
+
+/// Chunks and hashes a stream of `size` bytes without keeping it: the same chunks and
+/// digests as [`digest_bytes`] over the whole content, in bounded memory. Fails if the
+/// stream ends early.
+pub fn digest_stream(data: impl Read, size: u64, opts: HashOptions) -> io::Result<FileDigests> {
+    let mut file_b3 = blake3::Hasher::new();
+    let mut sha = opts.sha256.then(strata_types::Sha256Hasher::new);
+    let mut chunks = Vec::new();
+    let cdc = fastcdc::v2020::StreamCDC::new(data.take(size), cdc::MIN_SIZE, cdc::AVG_SIZE, cdc::MAX_SIZE);
+    let mut total = 0u64;
+    for c in cdc {
+        let c = c.map_err(|e| match e {
+            fastcdc::v2020::Error::IoError(e) => e,
+            other => io::Error::other(other.to_string()),
+        })?;
+        file_b3.update(&c.data);
+        if let Some(h) = sha.as_mut() {
+            h.update(&c.data);
+        }
+        chunks.push(hash_chunk(&c.data, c.offset as usize));
+        total += c.data.len() as u64;
+    }
+    if total != size {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("stream ended after {total} of {size} bytes"),
+        ));
+    }
+    Ok(FileDigests {
+        size,
+        blake3: Blake3Digest::from_bytes(*file_b3.finalize().as_bytes()),
+        sha256: sha.map(|h| h.finalize()),
+        chunks,
+    })
 }
 
 /// Chunks and hashes the file at `path`.
@@ -151,6 +187,15 @@ mod tests {
         let set: std::collections::HashSet<_> = da.chunks.iter().map(|c| c.digest).collect();
         let shared = db.chunks.iter().filter(|c| set.contains(&c.digest)).count();
         assert!(shared + 3 >= db.chunks.len(), "only {shared} of {} chunks shared", db.chunks.len());
+    }
+
+    #[test]
+    fn streaming_digest_equals_in_memory_digest() {
+        let data = pseudo_random(3 << 20, 11);
+        let a = digest_bytes(&data, HashOptions { sha256: true });
+        let b = digest_stream(&data[..], data.len() as u64, HashOptions { sha256: true }).unwrap();
+        assert_eq!(a, b);
+        assert!(digest_stream(&data[..1000], 2000, HashOptions::default()).is_err());
     }
 
     #[test]

@@ -11,4 +11,6 @@ pub mod cdc;
 pub mod digest;
 
 pub use assemble::{Assembled, Assembler, Expect, Fill, LocalRange, Method, Piece};
-pub use digest::{Chunk, FileDigests, HashOptions, digest_bytes, digest_file, digest_path, digest_paths};
+pub use digest::{
+    Chunk, FileDigests, HashOptions, digest_bytes, digest_file, digest_path, digest_paths, digest_stream,
+};

@@ -7,7 +7,7 @@ use std::fs::{self, File};
 use std::path::Path;
 
 use common::{random_bytes, shared_bytes};
-use strata_chunker::{Assembler, Expect, Fill, LocalRange, Method, Piece, digest_bytes, HashOptions};
+use strata_chunker::{Assembler, Expect, Fill, HashOptions, LocalRange, Method, Piece, digest_bytes};
 use strata_testutil::{LoopMount, require_root, require_tool};
 use strata_types::Blake3Digest;
 
@@ -15,7 +15,8 @@ use strata_types::Blake3Digest;
 /// `old`) from there, and the rest from `new` itself.
 fn pieces_from<'a>(old_path: &Path, old: &[u8], new: &'a [u8]) -> Vec<Piece<'a>> {
     let old_chunks = digest_bytes(old, HashOptions::default()).chunks;
-    let by_digest: std::collections::HashMap<Blake3Digest, u64> = old_chunks.iter().map(|c| (c.digest, c.offset)).collect();
+    let by_digest: std::collections::HashMap<Blake3Digest, u64> =
+        old_chunks.iter().map(|c| (c.digest, c.offset)).collect();
     digest_bytes(new, HashOptions::default())
         .chunks
         .iter()
@@ -32,7 +33,12 @@ fn pieces_from<'a>(old_path: &Path, old: &[u8], new: &'a [u8]) -> Vec<Piece<'a>>
         .collect()
 }
 
-fn assemble_to(dir: &Path, name: &str, pieces: &[Piece<'_>], asm: &mut Assembler) -> (std::path::PathBuf, strata_chunker::Assembled) {
+fn assemble_to(
+    dir: &Path,
+    name: &str,
+    pieces: &[Piece<'_>],
+    asm: &mut Assembler,
+) -> (std::path::PathBuf, strata_chunker::Assembled) {
     let p = dir.join(name);
     let f = File::options().read(true).write(true).create_new(true).open(&p).unwrap();
     let r = asm.assemble(&f, pieces).unwrap();
@@ -68,7 +74,11 @@ fn check_fs(fs_dir: &Path, expect_reflinks: bool) {
         assert_eq!(r1.method(), Method::PartialReflink);
         assert!(r1.reflinked > 3 << 20, "{r1:?}");
         let shared = shared_bytes(&p1);
-        assert!(shared >= r1.reflinked - 64 * 4096 && shared <= r1.reflinked, "FIEMAP shared {shared}, reflinked {}", r1.reflinked);
+        assert!(
+            shared >= r1.reflinked - 64 * 4096 && shared <= r1.reflinked,
+            "FIEMAP shared {shared}, reflinked {}",
+            r1.reflinked
+        );
     } else {
         assert!(!asm.reflinks_work());
         assert_eq!(r1.reflinked, 0);
@@ -79,7 +89,12 @@ fn check_fs(fs_dir: &Path, expect_reflinks: bool) {
     // Whole-file reuse: FICLONE where possible, a copy otherwise; verified either way.
     let whole = fs_dir.join("whole");
     let f = File::create_new(&whole).unwrap();
-    let src = LocalRange { source: old_path.clone(), offset: 0, len: old.len() as u64, expect: Expect::Blake3(Blake3Digest::of(&old)) };
+    let src = LocalRange {
+        source: old_path.clone(),
+        offset: 0,
+        len: old.len() as u64,
+        expect: Expect::Blake3(Blake3Digest::of(&old)),
+    };
     let r = asm.reuse_whole(&f, &src).unwrap().expect("source verifies");
     drop(f);
     assert_eq!(fs::read(&whole).unwrap(), old);
@@ -147,7 +162,8 @@ fn wrong_or_missing_sources_are_never_used() {
     let (_, r) = assemble_to(dir.path(), "c", &missing, &mut asm);
     assert_eq!(r.missing.len(), pieces.len());
     let whole = File::create_new(dir.path().join("d")).unwrap();
-    let lr = LocalRange { source: src, offset: 0, len: old.len() as u64, expect: Expect::Blake3(Blake3Digest::of(&old)) };
+    let lr =
+        LocalRange { source: src, offset: 0, len: old.len() as u64, expect: Expect::Blake3(Blake3Digest::of(&old)) };
     assert!(asm.reuse_whole(&whole, &lr).unwrap().is_none());
     assert_eq!(whole.metadata().unwrap().len(), 0);
 }

@@ -24,7 +24,12 @@ fn assembles_from_thousands_of_sources_with_64_fds() {
         expected.extend_from_slice(&data[1000..5000]);
         pieces.push(Piece {
             len: 4000,
-            local: Some(LocalRange { source: p, offset: 1000, len: 4000, expect: Expect::Blake3(Blake3Digest::of(&data[1000..5000])) }),
+            local: Some(LocalRange {
+                source: p,
+                offset: 1000,
+                len: 4000,
+                expect: Expect::Blake3(Blake3Digest::of(&data[1000..5000])),
+            }),
             fill: Fill::Missing,
         });
     }

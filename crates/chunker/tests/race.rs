@@ -9,12 +9,12 @@ mod common;
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::random_bytes;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
-use strata_chunker::{Assembler, Expect, Fill, LocalRange, Piece, digest_bytes, HashOptions};
+use strata_chunker::{Assembler, Expect, Fill, HashOptions, LocalRange, Piece, digest_bytes};
 
 #[test]
 fn assembly_survives_concurrent_deletion_of_sources() {

@@ -223,7 +223,8 @@ impl Index {
             let mut part_out = vec![Vec::new(); part.len()];
             for (slot, r) in order.into_iter().zip(results) {
                 if let Some(v) = r.map_err(|e| self.rocks(e))? {
-                    part_out[slot] = decode_locs(&v).ok_or_else(|| self.corrupt(format!("bad locations for {:?}", part[slot])))?;
+                    part_out[slot] =
+                        decode_locs(&v).ok_or_else(|| self.corrupt(format!("bad locations for {:?}", part[slot])))?;
                 }
             }
             out.extend(part_out);
@@ -337,7 +338,7 @@ impl Index {
             Some(n) => file_key(LayerNum(n), 0).to_vec(),
             None => vec![0xff; 9],
         };
-        batch.wb.delete_range_cf(self.cf(CF_FILES), from, to);
+        batch.wb.delete_range_cf(self.cf(CF_FILES), from.to_vec(), to);
         batch.ops += 1;
     }
 
@@ -346,7 +347,8 @@ impl Index {
         let mut out = Vec::new();
         let mut start = [0u8; 8];
         loop {
-            let mut it = self.db.iterator_cf(self.cf(CF_FILES), IteratorMode::From(&start, rocksdb::Direction::Forward));
+            let mut it =
+                self.db.iterator_cf(self.cf(CF_FILES), IteratorMode::From(&start, rocksdb::Direction::Forward));
             let Some(item) = it.next() else { break };
             let (k, _) = item.map_err(|e| self.rocks(e))?;
             if k.len() != 8 {

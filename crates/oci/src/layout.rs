@@ -59,8 +59,8 @@ impl OciDir {
         let root = root.into();
         let marker = root.join("oci-layout");
         let text = fs::read_to_string(&marker).map_err(io_err(&marker))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| OciError::Json { what: marker.display().to_string(), source })?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|source| OciError::Json { what: marker.display().to_string(), source })?;
         if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
             return Err(OciError::Invalid(format!("{}: unsupported imageLayoutVersion", marker.display())));
         }
@@ -135,7 +135,9 @@ impl OciDir {
                 match (it.next(), n) {
                     (Some(d), 1) => Ok(d),
                     (_, 0) => Err(OciError::Invalid(format!("image layout {layout} holds no image"))),
-                    _ => Err(OciError::Invalid(format!("image layout {layout} holds {n} images: name one with oci:PATH:TAG"))),
+                    _ => Err(OciError::Invalid(format!(
+                        "image layout {layout} holds {n} images: name one with oci:PATH:TAG"
+                    ))),
                 }
             }
         }
@@ -160,7 +162,10 @@ impl OciDir {
     /// Reads a whole small blob (manifest, config) into memory, verifying size and digest.
     pub fn read_blob_bytes(&self, desc: &Descriptor, max: u64) -> Result<Vec<u8>, OciError> {
         if desc.size > max {
-            return Err(OciError::Invalid(format!("blob {} is {} bytes, more than the {max} allowed", desc.digest, desc.size)));
+            return Err(OciError::Invalid(format!(
+                "blob {} is {} bytes, more than the {max} allowed",
+                desc.digest, desc.size
+            )));
         }
         let mut r = self.open_blob(desc)?;
         let mut v = Vec::with_capacity(desc.size as usize);
@@ -204,9 +209,10 @@ impl OciDir {
 
 /// Picks linux/amd64 from an index (or its only entry when platforms are not given).
 pub fn pick_platform(index: &ImageIndex) -> Option<Descriptor> {
-    let amd64 = index.manifests.iter().find(|d| {
-        d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
-    });
+    let amd64 = index
+        .manifests
+        .iter()
+        .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"));
     amd64.cloned().or_else(|| {
         (index.manifests.len() == 1 && index.manifests[0].platform.is_none()).then(|| index.manifests[0].clone())
     })
@@ -283,7 +289,11 @@ impl<R: Read> VerifyingReader<R> {
             .map_err(|source| OciError::Io { path: format!("blob {}", self.expected), source })?;
         let found_size = self.hasher.len();
         if found_size != self.expected_size {
-            return Err(OciError::SizeMismatch { digest: self.expected, expected: self.expected_size, found: found_size });
+            return Err(OciError::SizeMismatch {
+                digest: self.expected,
+                expected: self.expected_size,
+                found: found_size,
+            });
         }
         let found = self.hasher.finalize();
         if found != self.expected {
@@ -319,7 +329,10 @@ mod tempfile_lite {
         pub fn new(dir: &Path) -> std::io::Result<Self> {
             std::fs::create_dir_all(dir)?;
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
             Ok(TempPath(Some(dir.join(format!(".tmp-{}-{n}-{nanos}", std::process::id())))))
         }
         pub fn path(&self) -> &Path {

@@ -23,7 +23,9 @@ pub enum LayerCompression {
 
 pub fn layer_compression(media_type: &str) -> Option<LayerCompression> {
     match media_type {
-        LAYER_TAR | DOCKER_LAYER_TAR | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Some(LayerCompression::None),
+        LAYER_TAR | DOCKER_LAYER_TAR | "application/vnd.oci.image.layer.nondistributable.v1.tar" => {
+            Some(LayerCompression::None)
+        }
         LAYER_TAR_GZIP | DOCKER_LAYER_GZIP | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => {
             Some(LayerCompression::Gzip)
         }

@@ -85,7 +85,12 @@ impl Store {
         for d in [&dirs.upper, &dirs.work, &dirs.merged] {
             fs::create_dir_all(d).at(d)?;
         }
-        let rec = ContainerRecord { name: name.clone(), image: image.clone(), layers: img.layers.clone(), created: now_secs() };
+        let rec = ContainerRecord {
+            name: name.clone(),
+            image: image.clone(),
+            layers: img.layers.clone(),
+            created: now_secs(),
+        };
         let mut b = self.index.batch();
         let json = serde_json::to_vec(&rec).expect("container record serializes");
         self.index.put(&mut b, Table::Containers, name.as_str().as_bytes(), &json);

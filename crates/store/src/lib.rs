@@ -4,18 +4,36 @@
 //! Layout, publication order and locking are documented in `docs/on-disk-format.md` and
 //! `docs/locking.md`. Each command is a method on [`Store`] in a module of its own.
 
+pub mod commit;
 pub mod container;
 pub mod df;
 mod error;
+pub mod export;
+pub mod fsck;
+pub mod gc;
+pub mod import;
+mod ingest;
 pub mod lock;
+mod parallel;
 pub mod paths;
+pub mod progress;
 mod publish;
+pub mod pull;
 pub mod records;
 pub mod recover;
+mod resolve;
 pub mod staging;
 mod store;
+mod time;
 
+pub use commit::CommitReport;
 pub use error::StoreError;
+pub use export::{ExportReport, LayerFormat};
+pub use fsck::FsckReport;
+pub use gc::GcReport;
+pub use import::IngestReport;
+pub use ingest::Bytes;
 pub use lock::Wait;
+pub use progress::{NoProgress, Progress};
 pub use publish::{NewLoc, StagedLayer};
 pub use store::{Access, OpenOptions, Store};

@@ -42,7 +42,13 @@ pub struct StoreLock {
 impl StoreLock {
     pub fn acquire(lock_path: &Path, owner_path: &Path, kind: LockKind, wait: Wait) -> Result<StoreLock, StoreError> {
         let open = || {
-            File::options().read(true).write(true).create(true).truncate(false).open(lock_path).map_err(|e| StoreError::io(lock_path, e))
+            File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(lock_path)
+                .map_err(|e| StoreError::io(lock_path, e))
         };
         let arg_nb = match kind {
             LockKind::Shared => FlockArg::LockSharedNonblock,
@@ -106,7 +112,12 @@ fn read_owner(owner_path: &Path) -> String {
 }
 
 /// Polls a non-blocking lock for up to `timeout` (tests and the kill harness use it).
-pub fn try_for(lock_path: &Path, owner_path: &Path, kind: LockKind, timeout: Duration) -> Result<StoreLock, StoreError> {
+pub fn try_for(
+    lock_path: &Path,
+    owner_path: &Path,
+    kind: LockKind,
+    timeout: Duration,
+) -> Result<StoreLock, StoreError> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         match StoreLock::acquire(lock_path, owner_path, kind, Wait::NoWait) {
@@ -127,7 +138,13 @@ pub struct StagingLock {
 
 impl StagingLock {
     pub fn acquire(path: &Path) -> Result<StagingLock, StoreError> {
-        let f = File::options().read(true).write(true).create(true).truncate(false).open(path).map_err(|e| StoreError::io(path, e))?;
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| StoreError::io(path, e))?;
         let flock = Flock::lock(f, FlockArg::LockExclusiveNonblock)
             .map_err(|(_, e)| StoreError::io(path, io::Error::from(e)))?;
         Ok(StagingLock { _flock: flock })

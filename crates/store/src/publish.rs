@@ -92,7 +92,11 @@ pub(crate) fn read_index_keys(paths: &StorePaths, id: &LayerId) -> Result<Vec<Ke
 impl Store {
     /// Publishes `layers` (skipping any already in the store) and, optionally, an image
     /// record, atomically. Returns the layer ids in input order.
-    pub(crate) fn publish(&self, layers: Vec<StagedLayer>, image: Option<&ImageRecord>) -> Result<Vec<LayerId>, StoreError> {
+    pub(crate) fn publish(
+        &self,
+        layers: Vec<StagedLayer>,
+        image: Option<&ImageRecord>,
+    ) -> Result<Vec<LayerId>, StoreError> {
         self.require_write()?;
         let ids: Vec<LayerId> = layers.iter().map(|l| l.id).collect();
         let mut fresh = Vec::new();
@@ -153,20 +157,22 @@ impl Store {
 
     /// Removes layers (records, file records, index locations, then directories). The
     /// caller has checked that nothing references them. `extra` lets the caller delete
-    /// other records (an image) in the same batch.
+    /// other records (an image) in the same batch. Returns the index locations removed.
     pub(crate) fn remove_layers(
         &self,
         ids: &[LayerId],
         extra: impl FnOnce(&mut strata_index::Batch),
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         self.require_write()?;
         let mut b = self.index.batch();
         let mut recs = Vec::new();
+        let mut locs = 0u64;
         for id in ids {
             let Some(rec) = self.layer(id)? else { continue };
             let num = LayerNum(rec.num);
             for key in read_index_keys(&self.paths, id)? {
                 b.remove_layer_loc(key, num);
+                locs += 1;
             }
             self.index.delete_files(&mut b, num);
             self.index.delete(&mut b, Table::Layers, id.0.as_bytes());
@@ -181,7 +187,7 @@ impl Store {
                 fs::remove_dir_all(&d).at(&d)?;
             }
         }
-        Ok(())
+        Ok(locs)
     }
 
     /// Layers referenced by any image or container.

@@ -78,8 +78,8 @@ pub struct FileRecord {
 #[error("file record is corrupt: {0}")]
 pub struct RecordError(pub &'static str);
 
-const F_BLAKE3: u8 = 0x10;
-const F_SHA256: u8 = 0x20;
+const F_BLAKE3: u8 = 0x20;
+const F_SHA256: u8 = 0x40;
 
 fn kind_code(k: EntryKind) -> u8 {
     match k {
@@ -248,7 +248,12 @@ mod tests {
         e.mtime = Timestamp::new(-5, 999_999_999);
         e.size = 1 << 40;
         e.xattrs.insert("security.capability".into(), vec![1, 2, 3]);
-        let r = FileRecord { entry: e, marker: Marker::None, blake3: Some(Blake3Digest::of(b"x")), sha256: Some(Sha256Digest::of(b"x")) };
+        let r = FileRecord {
+            entry: e,
+            marker: Marker::None,
+            blake3: Some(Blake3Digest::of(b"x")),
+            sha256: Some(Sha256Digest::of(b"x")),
+        };
         let enc = r.encode();
         assert_eq!(FileRecord::decode(&enc).unwrap(), r);
         let mut l = Entry::new(RelPath::new("a/b").unwrap(), EntryKind::Symlink);

@@ -16,7 +16,7 @@ use crate::error::IoContext;
 use crate::{Store, StoreError, container, staging};
 
 /// What recovery removed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Recovered {
     pub staging: u64,
     pub orphan_layers: u64,
@@ -36,7 +36,11 @@ pub fn recover(store: &Store) -> Result<Recovered, StoreError> {
         };
         if !known {
             let p = ent.path();
-            if p.is_dir() { fs::remove_dir_all(&p).at(&p)? } else { fs::remove_file(&p).at(&p)? }
+            if p.is_dir() {
+                fs::remove_dir_all(&p).at(&p)?
+            } else {
+                fs::remove_file(&p).at(&p)?
+            }
             r.orphan_layers += 1;
         }
     }

@@ -80,3 +80,19 @@ pub fn sweep(paths: &StorePaths) -> Result<u64, StoreError> {
     }
     Ok(removed)
 }
+
+/// Staging directories a sweep would remove (dry runs).
+pub fn count_stale(paths: &StorePaths) -> Result<u64, StoreError> {
+    let dir = paths.staging();
+    let Ok(rd) = fs::read_dir(&dir) else { return Ok(0) };
+    let mut n = 0;
+    for ent in rd {
+        let ent = ent.at(&dir)?;
+        let name = ent.file_name();
+        let name = name.to_string_lossy();
+        if !name.ends_with(".lock") && !StagingLock::is_held(&dir.join(format!("{name}.lock"))) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}

@@ -40,6 +40,8 @@ pub struct Store {
     pub(crate) paths: StorePaths,
     pub(crate) index: Index,
     access: Access,
+    /// What recovery cleaned up when this handle was opened.
+    pub(crate) recovered: recover::Recovered,
     // Declared last: dropped after the index is closed.
     _lock: StoreLock,
 }
@@ -63,9 +65,9 @@ impl Store {
         }
         let mode = if kind == LockKind::Exclusive { OpenMode::ReadWrite } else { OpenMode::ReadOnly };
         let index = Index::open(&paths.index(), mode)?;
-        let store = Store { paths, index, access, _lock: lock };
+        let mut store = Store { paths, index, access, recovered: recover::Recovered::default(), _lock: lock };
         if kind == LockKind::Exclusive {
-            recover::recover(&store)?;
+            store.recovered = recover::recover(&store)?;
         }
         Ok(store)
     }
@@ -84,6 +86,11 @@ impl Store {
 
     pub fn access(&self) -> Access {
         self.access
+    }
+
+    /// What crash recovery removed when the store was opened for writing.
+    pub fn recovered(&self) -> recover::Recovered {
+        self.recovered
     }
 
     pub(crate) fn require_write(&self) -> Result<(), StoreError> {

@@ -26,9 +26,8 @@ pub fn require_root() -> bool {
 
 /// Returns false (after printing why) when `tool` is not on PATH; panics in strict mode.
 pub fn require_tool(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false);
     if found {
         return true;
     }
@@ -40,12 +39,7 @@ pub fn require_tool(tool: &str) -> bool {
 /// Runs a command, panicking with its stderr when it fails.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -147,6 +141,15 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
+        Self::start_with_auth("")
+    }
+
+    /// A registry that requires HTTP Basic auth against an htpasswd (bcrypt) file.
+    pub fn start_with_htpasswd(htpasswd: &Path) -> Registry {
+        Self::start_with_auth(&format!("auth:\n  htpasswd: {{realm: strata-test, path: {}}}\n", htpasswd.display()))
+    }
+
+    fn start_with_auth(auth_yaml: &str) -> Registry {
         let dir = tempfile::Builder::new().prefix("strata-registry-").tempdir_in(scratch_base()).unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr = format!("127.0.0.1:{port}");
@@ -154,7 +157,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp: {{addr: {addr}}}\n",
+                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp: {{addr: {addr}}}\n{auth_yaml}",
                 dir.path().join("data").display()
             ),
         )

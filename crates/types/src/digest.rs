@@ -198,7 +198,10 @@ mod tests {
     fn rejects_wrong_algorithm_uppercase_and_short_hex() {
         let hex = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         assert!(matches!(format!("blake3:{hex}").parse::<Sha256Digest>(), Err(DigestError::WrongAlgorithm { .. })));
-        assert!(matches!(format!("sha256:{}", hex.to_uppercase()).parse::<Sha256Digest>(), Err(DigestError::BadHex { .. })));
+        assert!(matches!(
+            format!("sha256:{}", hex.to_uppercase()).parse::<Sha256Digest>(),
+            Err(DigestError::BadHex { .. })
+        ));
         assert!(matches!("sha256:abcd".parse::<Sha256Digest>(), Err(DigestError::BadHex { .. })));
     }
 

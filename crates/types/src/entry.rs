@@ -111,7 +111,14 @@ mod tests {
 
     #[test]
     fn mode_bits_round_trip() {
-        for k in [EntryKind::File, EntryKind::Dir, EntryKind::Symlink, EntryKind::CharDevice, EntryKind::BlockDevice, EntryKind::Fifo] {
+        for k in [
+            EntryKind::File,
+            EntryKind::Dir,
+            EntryKind::Symlink,
+            EntryKind::CharDevice,
+            EntryKind::BlockDevice,
+            EntryKind::Fifo,
+        ] {
             let mut e = Entry::new(RelPath::new("x").unwrap(), k);
             e.mode = 0o4755;
             assert_eq!(EntryKind::from_mode(e.st_mode()), Some(k));

@@ -1,0 +1,205 @@
+//! `strata import oci:PATH[:TAG]`: an image from an OCI image layout.
+//!
+//! Every blob is verified (digest and size) as it is read; every layer's DiffID is
+//! recomputed from its stream and compared with the config. Layers the store already has
+//! (same DiffID) are not read at all. Layers are applied into staging in parallel and
+//! published together with the image record in one index batch.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Instant;
+
+use strata_oci::layout::{LayoutRef, OciDir};
+use strata_oci::media::{self, LayerCompression};
+use strata_oci::{Descriptor, ImageConfig};
+use strata_types::{ImageName, LayerId, Sha256Digest};
+
+use crate::ingest::{Bytes, ingest_tar};
+use crate::records::{ImageRecord, LayerOrigin};
+use crate::staging::Staging;
+use crate::store::now_secs;
+use crate::{Progress, StagedLayer, Store, StoreError};
+
+/// What an import or pull did (the `--json` figures).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct IngestReport {
+    pub image: ImageName,
+    pub layers: Vec<LayerId>,
+    /// Compressed bytes read from the source.
+    pub bytes_fetched: u64,
+    pub bytes_reused: u64,
+    pub bytes_reflinked: u64,
+    pub bytes_written: u64,
+    /// True when at least one layer was pulled by chunks.
+    pub partial: bool,
+    pub seconds: f64,
+    /// Layers that were already in the store.
+    pub layers_present: usize,
+}
+
+/// Opens a decompressor for a layer blob.
+pub(crate) fn decompress<'a, R: Read + 'a>(media_type: &str, r: R) -> Result<Box<dyn Read + 'a>, StoreError> {
+    match media::layer_compression(media_type) {
+        Some(LayerCompression::None) => Ok(Box::new(r)),
+        Some(LayerCompression::Gzip) => Ok(Box::new(flate2::read::MultiGzDecoder::new(r))),
+        Some(LayerCompression::Zstd) => {
+            let mut d = zstd::stream::read::Decoder::new(r).map_err(|e| StoreError::Invalid(format!("zstd: {e}")))?;
+            // Layers can be large, but a window over 2 GiB is a decompression bomb.
+            d.window_log_max(31).map_err(|e| StoreError::Invalid(format!("zstd: {e}")))?;
+            Ok(Box::new(d))
+        }
+        None => Err(StoreError::Oci(strata_oci::OciError::UnsupportedMediaType(media_type.to_owned()))),
+    }
+}
+
+/// Parses and checks an image config against its manifest.
+pub(crate) fn parse_config(bytes: &[u8], layers: usize) -> Result<ImageConfig, StoreError> {
+    let cfg: ImageConfig = serde_json::from_slice(bytes).map_err(|e| StoreError::BadConfig(e.to_string()))?;
+    if cfg.rootfs.kind != "layers" {
+        return Err(StoreError::BadConfig(format!("rootfs type {:?} (expected \"layers\")", cfg.rootfs.kind)));
+    }
+    if cfg.rootfs.diff_ids.len() != layers {
+        return Err(StoreError::BadConfig(format!(
+            "{} diff_ids for {} layers in the manifest",
+            cfg.rootfs.diff_ids.len(),
+            layers
+        )));
+    }
+    if cfg.os != "linux" {
+        return Err(StoreError::BadConfig(format!("os {:?}: strata runs linux images", cfg.os)));
+    }
+    std::str::from_utf8(bytes).map_err(|_| StoreError::BadConfig("not UTF-8".into()))?;
+    Ok(cfg)
+}
+
+impl Store {
+    /// Runs `ingest` for each layer that is not in the store yet, two at a time, each in its
+    /// own staging subdirectory. Returns the staged layers and byte figures.
+    pub(crate) fn ingest_layers<F>(
+        &self,
+        staging: &Staging,
+        diff_ids: &[Sha256Digest],
+        ingest: F,
+    ) -> Result<(Vec<StagedLayer>, Bytes, usize), StoreError>
+    where
+        F: Fn(usize, &Path) -> Result<(StagedLayer, Bytes), StoreError> + Sync,
+    {
+        let mut todo = Vec::new();
+        let mut present = 0;
+        for (i, d) in diff_ids.iter().enumerate() {
+            if self.layer(&LayerId(*d))?.is_some() || diff_ids[..i].contains(d) {
+                present += 1;
+            } else {
+                todo.push(i);
+            }
+        }
+        let results = crate::parallel::map_threads(&todo, 2, |&i| {
+            let dir = staging.path().join(format!("layer-{i}"));
+            let (staged, bytes) = ingest(i, &dir)?;
+            if staged.id.0 != diff_ids[i] {
+                return Err(StoreError::DiffIdMismatch { layer: i, expected: diff_ids[i], found: staged.id.0 });
+            }
+            Ok((staged, bytes))
+        })?;
+        let mut staged = Vec::new();
+        let mut total = Bytes::default();
+        for (s, b) in results {
+            total.add(&b);
+            staged.push(s);
+        }
+        Ok((staged, total, present))
+    }
+
+    pub fn import_oci(
+        &self,
+        source: &str,
+        name: Option<ImageName>,
+        progress: &dyn Progress,
+    ) -> Result<IngestReport, StoreError> {
+        self.require_write()?;
+        let start = Instant::now();
+        let r = LayoutRef::parse(source)?;
+        let dir = OciDir::open(&r.path)?;
+        let desc = dir.resolve(r.tag.as_deref())?;
+        let (_, manifest) = dir.read_manifest(&desc)?;
+        let name = match name {
+            Some(n) => n,
+            None => default_name(&r.path, r.tag.as_deref())?,
+        };
+        if self.has_image(&name)? {
+            return Err(StoreError::ImageExists(name));
+        }
+        let config_bytes = dir.read_blob_bytes(&manifest.config, 16 << 20)?;
+        let config = parse_config(&config_bytes, manifest.layers.len())?;
+        let diff_ids = config.rootfs.diff_ids.clone();
+        let fetched = std::sync::atomic::AtomicU64::new(0);
+        let total: u64 = manifest.layers.iter().map(|l| l.size).sum();
+        progress.start("importing", Some(total));
+        let staging = Staging::new(&self.paths, "import")?;
+        let (staged, bytes, present) = self.ingest_layers(&staging, &diff_ids, |i, layer_dir| {
+            let d: &Descriptor = &manifest.layers[i];
+            let bad = |message: String| StoreError::BadLayer {
+                source_name: source.to_owned(),
+                index: i,
+                digest: d.digest,
+                message,
+            };
+            let mut blob = dir.open_blob(d)?;
+            let result = {
+                let counted = CountingReader { inner: &mut blob, counter: &fetched, progress };
+                let tar = decompress(&d.media_type, counted)?;
+                ingest_tar(&self.index, &self.paths, layer_dir, tar, LayerOrigin::Import, None)
+            };
+            // Verify the blob even when applying failed: a corrupt blob is the better error.
+            blob.finish().map_err(|e| bad(e.to_string()))?;
+            result.map_err(|e| bad(e.to_string()))
+        })?;
+        progress.finish();
+        let record = ImageRecord {
+            name: name.clone(),
+            layers: diff_ids.iter().map(|d| LayerId(*d)).collect(),
+            config: String::from_utf8(config_bytes.clone()).expect("checked UTF-8"),
+            config_digest: manifest.config.digest,
+            created: now_secs(),
+            source: source.to_owned(),
+        };
+        let layers = self.publish(staged, Some(&record))?;
+        let _ = layers;
+        Ok(IngestReport {
+            image: name,
+            layers: record.layers.clone(),
+            bytes_fetched: fetched.into_inner(),
+            bytes_reused: bytes.reused,
+            bytes_reflinked: bytes.reflinked,
+            bytes_written: bytes.written,
+            partial: false,
+            seconds: start.elapsed().as_secs_f64(),
+            layers_present: present,
+        })
+    }
+}
+
+/// `NAME:TAG` from a layout path: the directory's name and the tag (or `latest`).
+fn default_name(path: &Path, tag: Option<&str>) -> Result<ImageName, StoreError> {
+    let base = path.file_name().and_then(|s| s.to_str()).unwrap_or("image");
+    let base: String =
+        base.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect();
+    ImageName::new(format!("{}:{}", base.trim_start_matches(['.', '_', '-']), tag.unwrap_or("latest")))
+        .map_err(|e| StoreError::Invalid(format!("{e}; name the image with --name")))
+}
+
+/// Counts bytes read (the compressed bytes of a blob).
+pub(crate) struct CountingReader<'a, R> {
+    pub inner: R,
+    pub counter: &'a std::sync::atomic::AtomicU64,
+    pub progress: &'a dyn Progress,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.progress.inc(n as u64);
+        Ok(n)
+    }
+}

@@ -1,0 +1,106 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::Path;
+
+use strata_layer::parse::TarReader;
+use strata_zstd_chunked::{WriteResult, WriterOptions, ZstdChunkedWriter};
+
+/// Writes `tar` (a complete tar stream) as a zstd:chunked blob.
+pub fn write_blob(tar: impl Read, opts: WriterOptions) -> (Vec<u8>, WriteResult) {
+    let w = ZstdChunkedWriter::new(Vec::new(), opts).unwrap();
+    let mut r = TarReader::with_tap(tar, w);
+    while r.next_header().unwrap().is_some() {}
+    let (blob, result) = r.into_tap().finish().unwrap();
+    (blob, result)
+}
+
+pub const ROOTFS_A: &str = "/tmp/peers/tars/rootfs-a.tar";
+
+pub fn have(path: &str) -> bool {
+    let ok = Path::new(path).exists();
+    if !ok {
+        eprintln!("skipped: {path} is missing (run /work/shared/peers/setup.sh)");
+    }
+    ok
+}
+
+use strata_layer::tarsplit::Record;
+use strata_types::Sha256Digest;
+use strata_zstd_chunked::LayerPlan;
+
+/// Decompresses one chunk's blob range alone and checks it against the chunk's length and
+/// sha256; returns its bytes.
+pub fn fetch_chunk(blob: &[u8], c: &strata_zstd_chunked::ChunkPlan) -> Vec<u8> {
+    let range = c.blob_range.start as usize..c.blob_range.end as usize;
+    let data = zstd::stream::decode_all(&blob[range]).expect("a chunk range decompresses alone");
+    assert_eq!(data.len() as u64, c.len, "chunk length");
+    assert_eq!(Sha256Digest::of(&data), c.digest, "chunk digest");
+    if c.zeros {
+        assert!(data.iter().all(|&b| b == 0), "zeros chunk with data");
+    }
+    if let Some(b3) = c.blake3 {
+        assert_eq!(strata_types::Blake3Digest::of(&data), b3, "strata BLAKE3 chunk digest");
+    }
+    data
+}
+
+/// Rebuilds the layer tar from the plan's tar-split and file contents taken chunk by chunk
+/// from the blob (every chunk and file digest verified on the way).
+pub fn rebuild_tar(plan: &LayerPlan, blob: &[u8]) -> Vec<u8> {
+    let mut files = std::collections::HashMap::new();
+    for e in &plan.entries {
+        if e.chunks.is_empty() {
+            continue;
+        }
+        let content: Vec<u8> = e.chunks.iter().flat_map(|c| fetch_chunk(blob, c)).collect();
+        assert_eq!(Some(Sha256Digest::of(&content)), e.digest, "file digest of {}", e.raw_name);
+        files.insert(e.raw_name.as_bytes().to_vec(), content);
+    }
+    let mut tar = Vec::with_capacity(plan.tar_size as usize);
+    for r in plan.tar_split_records() {
+        match r.unwrap() {
+            Record::Segment(b) => tar.extend_from_slice(&b),
+            Record::File { name, size, .. } if size > 0 => {
+                let content = &files[&name];
+                assert_eq!(content.len() as u64, size);
+                tar.extend_from_slice(content);
+            }
+            Record::File { .. } => {}
+        }
+    }
+    assert_eq!(tar.len() as u64, plan.tar_size);
+    tar
+}
+
+/// The peers' registry (started by /work/shared/peers/setup.sh).
+pub const PEER_REGISTRY: &str = "127.0.0.1:5000";
+
+/// True when the peers' registry answers; otherwise skips (or fails under
+/// STRATA_TEST_PRIVILEGED=1, like strata_testutil's requirements).
+pub fn require_peer_registry() -> bool {
+    if !strata_testutil::require_tool("curl") {
+        return false;
+    }
+    if std::net::TcpStream::connect(PEER_REGISTRY).is_ok() {
+        return true;
+    }
+    let strict = std::env::var("STRATA_TEST_PRIVILEGED").is_ok_and(|v| v == "1");
+    assert!(
+        !strict,
+        "STRATA_TEST_PRIVILEGED=1 but the peers' registry on {PEER_REGISTRY} is down (run /work/shared/peers/setup.sh)"
+    );
+    eprintln!("skipped: the peers' registry on {PEER_REGISTRY} is down (run /work/shared/peers/setup.sh)");
+    false
+}
+
+/// GET `http://127.0.0.1:5000/v2/<path>` with curl.
+pub fn registry_get(path: &str, accept: &str) -> Vec<u8> {
+    let out = std::process::Command::new("curl")
+        .args(["-sSf", "-H", &format!("Accept: {accept}"), &format!("http://{PEER_REGISTRY}/v2/{path}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl {path}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
