@@ -96,3 +96,17 @@ impl Store {
         Ok(report)
     }
 }
+
+impl Store {
+    /// Deletes an image record and nothing else, leaving its layers unreferenced (what a
+    /// store looks like after images are dropped by hand or by a crash in another tool).
+    #[doc(hidden)]
+    pub fn forget_image_record_for_tests(&self, name: &strata_types::ImageName) -> Result<(), StoreError> {
+        self.require_write()?;
+        self.image(name)?;
+        let mut b = self.index.batch();
+        self.index.delete(&mut b, strata_index::Table::Images, name.as_str().as_bytes());
+        self.index.commit(b)?;
+        Ok(())
+    }
+}
