@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export STRATA_TEST_TMP ?= /var/tmp
 
-.PHONY: deps peers build release test demo bench fmt clippy fuzz-build clean
+.PHONY: deps peers build release test demo demo-clean bench fmt clippy fuzz-build clean
 
 deps:
 	@scripts/install-deps.sh
@@ -22,8 +22,14 @@ release: deps
 test: deps peers
 	$(CARGO) test --workspace --no-fail-fast
 
-demo: deps release
-	@scripts/demo.sh target/release/strata
+demo: deps
+	$(CARGO) build --bin strata
+	@scripts/demo.sh target/debug/strata
+
+demo-clean:
+	-umount demo/fs/store/containers/*/merged 2>/dev/null
+	-umount demo/fs 2>/dev/null
+	rm -rf demo
 
 bench: deps peers
 	$(CARGO) bench --bench differ

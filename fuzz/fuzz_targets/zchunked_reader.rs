@@ -37,6 +37,10 @@ fn check(blob: &[u8], ann: &ChunkedAnnotations) {
             next += c.len;
         }
         assert_eq!(next, e.entry.size);
+        for c in &e.chunks {
+            // Hostile frames: decoding may fail, but only with an error, and bounded.
+            let _ = c.decode(&blob[c.blob_range.start as usize..c.blob_range.end as usize]);
+        }
         assert_eq!(e.digest.is_some(), e.entry.size > 0);
     }
     let mut replayed = 0u64;

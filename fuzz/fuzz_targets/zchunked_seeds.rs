@@ -55,6 +55,7 @@ fn main() {
     put("zchunked_meta", "position", b"95130555:678795:3516575:1");
     put("zchunked_meta", "time", b"2026-11-23T17:53:24.21672999+02:00");
     put("zchunked_meta", "header", &tar[..1536]);
+    put("zchunked_writer", "small", &tar);
     put("zchunked_reader", "raw", &[&[0u8][..], &blob].concat());
     let toc_doc: serde_json::Value = serde_json::from_slice(&toc_json).unwrap();
     let digest = toc_doc["tarSplitDigest"].as_str().unwrap().to_owned();

@@ -16,14 +16,21 @@ pub enum DiffMethod {
     Upperdir,
     /// A walk of two whole trees (the base view and the target or merged view).
     DoubleWalk,
+    /// Computed from a store's per-layer file records (two images' views compared), no walk.
+    Metadata,
+    /// A store's per-layer file records of the layers one image has on top of another,
+    /// folded into one layer.
+    Squash,
 }
 
 impl DiffMethod {
-    /// The name used in `--json` output: `"upperdir"` or `"double-walk"`.
+    /// The name used in `--json` output: `"upperdir"`, `"double-walk"`, `"metadata"`, `"squash"`.
     pub fn as_str(self) -> &'static str {
         match self {
             DiffMethod::Upperdir => "upperdir",
             DiffMethod::DoubleWalk => "double-walk",
+            DiffMethod::Metadata => "metadata",
+            DiffMethod::Squash => "squash",
         }
     }
 }
@@ -162,6 +169,13 @@ impl Changeset {
         changes.sort_by(Change::layer_order);
         changes.dedup_by(|a, b| a.tar_path() == b.tar_path());
         Changeset { method, fallback_reason: None, changes, _mounts: Vec::new() }
+    }
+
+    /// A changeset from changes computed elsewhere (a store's file records): sorted into
+    /// [`Change::layer_order`], one change kept per tar name. [`crate::write_layer`] checks
+    /// the rest (every change's parent directory present, sources of non-empty files).
+    pub fn from_changes(method: DiffMethod, changes: Vec<Change>) -> Changeset {
+        Changeset::new(method, changes)
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, Change> {

@@ -144,14 +144,12 @@ impl Store {
                 digest: d.digest,
                 message,
             };
-            let mut blob = dir.open_blob(d)?;
-            let result = {
-                let counted = CountingReader { inner: &mut blob, counter: &fetched, progress };
-                let tar = decompress(&d.media_type, counted)?;
+            let blob = dir.open_blob(d)?;
+            let (result, verified) = ingest_decompressed(d, blob, &fetched, progress, |tar| {
                 ingest_tar(&self.index, &self.paths, layer_dir, tar, LayerOrigin::Import, None)
-            };
-            // Verify the blob even when applying failed: a corrupt blob is the better error.
-            blob.finish().map_err(|e| bad(e.to_string()))?;
+            })?;
+            // A corrupt blob is the better error than whatever applying it said.
+            verified.map_err(|e| bad(e.to_string()))?;
             result.map_err(|e| bad(e.to_string()))
         })?;
         progress.finish();
@@ -177,6 +175,64 @@ impl Store {
             layers_present: present,
         })
     }
+}
+
+/// Decompresses `blob` on a thread of its own, feeding `consume` through a pipe, so that
+/// decompression and blob hashing overlap with applying the layer. Returns what `consume`
+/// returned and the blob's verification (its digest and size, checked after reading it all).
+pub(crate) fn ingest_decompressed<B, T>(
+    d: &Descriptor,
+    mut blob: B,
+    fetched: &std::sync::atomic::AtomicU64,
+    progress: &dyn Progress,
+    consume: impl FnOnce(std::io::PipeReader) -> Result<T, StoreError>,
+) -> Result<(Result<T, StoreError>, Result<(), StoreError>), StoreError>
+where
+    B: Read + Send + FinishBlob,
+{
+    let (reader, writer) = std::io::pipe().map_err(|e| StoreError::io("pipe", e))?;
+    let _ = nix::fcntl::fcntl(&writer, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+    std::thread::scope(|s| {
+        let producer = s.spawn(move || -> Result<(), StoreError> {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, writer);
+            let copied = {
+                let counted = CountingReader { inner: &mut blob, counter: fetched, progress: &NoProgressSync };
+                decompress(&d.media_type, counted).and_then(|mut tar| {
+                    std::io::copy(&mut tar, &mut w).map_err(|e| StoreError::Invalid(format!("decompressing: {e}")))
+                })
+            };
+            drop(w);
+            // Verify even when decompression failed: a wrong blob is the better error.
+            blob.finish_blob()?;
+            copied.map(|_| ())
+        });
+        let consumed = consume(reader);
+        let produced = producer.join().map_err(|_| StoreError::Invalid("the decompressor panicked".into()))?;
+        Ok((consumed, produced))
+    })
+    .map(|(consumed, produced): (Result<T, StoreError>, Result<(), StoreError>)| {
+        let _ = progress;
+        (consumed, produced)
+    })
+}
+
+/// Blob readers that verify digest and size once read.
+pub(crate) trait FinishBlob {
+    fn finish_blob(self) -> Result<(), StoreError>;
+}
+
+impl<R: Read> FinishBlob for strata_oci::layout::VerifyingReader<R> {
+    fn finish_blob(self) -> Result<(), StoreError> {
+        self.finish().map_err(StoreError::from)
+    }
+}
+
+struct NoProgressSync;
+impl Progress for NoProgressSync {
+    fn start(&self, _: &str, _: Option<u64>) {}
+    fn inc(&self, _: u64) {}
+    fn message(&self, _: &str) {}
+    fn finish(&self) {}
 }
 
 /// `NAME:TAG` from a layout path: the directory's name and the tag (or `latest`).

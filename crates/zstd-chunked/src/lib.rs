@@ -5,7 +5,9 @@
 //! - [`goheader`] and [`consistency`]: how containers/storage sees a tar header and which
 //!   TOC entry it expects for it.
 //! - [`writer`]: [`ZstdChunkedWriter`], a `TarOut` sink producing a blob.
-//! - [`plan`], [`toc_check`], [`bounded`]: validation and its output.
+//! - [`reader`]: [`open_layer`] fetches the TOC and tar-split through a [`RangeSource`],
+//!   validates everything (`toc_check`, `consistency`, `bounded`) and returns a
+//!   [`LayerPlan`] ([`plan`]): every entry, every chunk's location and digests.
 //!
 //! The format and every check are described in `docs/zstd-chunked.md`.
 
@@ -23,6 +25,6 @@ pub mod toc;
 pub mod toc_check;
 pub mod writer;
 
-pub use plan::{ChunkPlan, Limits, PlanEntry};
+pub use plan::{ChunkError, ChunkPlan, Limits, PlanEntry};
 pub use reader::{FullPullReason, LayerPlan, RangeSource, ReadError, open_chunked, open_layer};
 pub use writer::{WriteError, WriteResult, WriterOptions, ZstdChunkedWriter};

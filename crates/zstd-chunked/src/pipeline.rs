@@ -8,15 +8,17 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
-use std::sync::mpsc;
+use std::ops::Range;
+use std::sync::{Arc, mpsc};
 
 use strata_types::{Blake3Digest, Sha256Digest};
 
-/// A chunk of file content to compress as its own frame.
+/// A chunk of file content to compress as its own frame: `range` of a shared buffer.
 #[derive(Debug)]
 pub(crate) struct ChunkInput {
     pub file_offset: u64,
-    pub data: Vec<u8>,
+    pub buffer: Arc<Vec<u8>>,
+    pub range: Range<usize>,
     /// Smallest all-zero chunk marked as `zeros`.
     pub zeros_min: usize,
 }
@@ -42,12 +44,21 @@ pub(crate) struct FrameDone {
 #[derive(Debug)]
 pub(crate) enum Done<M> {
     Frame(FrameDone),
+    /// The sha256 of a whole file, computed on a worker.
+    FileDigest(Sha256Digest),
     Marker(M),
+}
+
+/// What a worker sends back.
+#[derive(Debug)]
+enum Work {
+    Frame(FrameDone),
+    Digest(Sha256Digest),
 }
 
 #[derive(Debug)]
 enum Slot<M> {
-    Frame { rx: mpsc::Receiver<io::Result<FrameDone>>, held: usize },
+    Job { rx: mpsc::Receiver<io::Result<Work>>, held: usize },
     Marker(M),
 }
 
@@ -67,17 +78,17 @@ pub(crate) fn compress_frame(level: i32, data: &[u8]) -> io::Result<Vec<u8>> {
     })
 }
 
-fn run_chunk(level: i32, input: ChunkInput) -> io::Result<FrameDone> {
-    let data = input.data;
+fn run_chunk(level: i32, input: ChunkInput) -> io::Result<Work> {
+    let data = &input.buffer[input.range.clone()];
     let zeros = data.len() >= input.zeros_min && data.iter().all(|&b| b == 0);
     let chunk = ChunkDone {
         file_offset: input.file_offset,
         len: data.len() as u64,
-        sha256: Sha256Digest::of(&data),
-        blake3: Blake3Digest::of(&data),
+        sha256: Sha256Digest::of(data),
+        blake3: Blake3Digest::of(data),
         zeros,
     };
-    Ok(FrameDone { bytes: compress_frame(level, &data)?, chunk: Some(chunk) })
+    Ok(Work::Frame(FrameDone { bytes: compress_frame(level, data)?, chunk: Some(chunk) }))
 }
 
 /// The ordered queue of frames being compressed and markers waiting behind them.
@@ -104,27 +115,32 @@ impl<M> Pipeline<M> {
         self.held >= self.max_held
     }
 
-    fn spawn(&mut self, held: usize, job: impl FnOnce() -> io::Result<FrameDone> + Send + 'static) {
+    fn spawn(&mut self, held: usize, job: impl FnOnce() -> io::Result<Work> + Send + 'static) {
         let (tx, rx) = mpsc::sync_channel(1);
         rayon::spawn(move || {
             let _ = tx.send(job());
         });
         self.held += held;
-        self.queue.push_back(Slot::Frame { rx, held });
+        self.queue.push_back(Slot::Job { rx, held });
     }
 
     /// Queues metadata bytes as a frame.
     pub fn submit_metadata(&mut self, data: Vec<u8>) {
         let level = self.level;
         let held = data.len();
-        self.spawn(held, move || Ok(FrameDone { bytes: compress_frame(level, &data)?, chunk: None }));
+        self.spawn(held, move || Ok(Work::Frame(FrameDone { bytes: compress_frame(level, &data)?, chunk: None })));
     }
 
     /// Queues a chunk of file content as a frame.
     pub fn submit_chunk(&mut self, input: ChunkInput) {
         let level = self.level;
-        let held = input.data.len();
+        let held = input.range.len();
         self.spawn(held, move || run_chunk(level, input));
+    }
+
+    /// Queues the sha256 of a whole file held in `buffer`.
+    pub fn submit_file_digest(&mut self, buffer: Arc<Vec<u8>>) {
+        self.spawn(0, move || Ok(Work::Digest(Sha256Digest::of(&buffer))));
     }
 
     /// Queues a marker, delivered after every frame submitted before it.
@@ -136,14 +152,14 @@ impl<M> Pipeline<M> {
     pub fn next(&mut self, wait: bool) -> Option<io::Result<Done<M>>> {
         let ready = match self.queue.front()? {
             Slot::Marker(_) => true,
-            Slot::Frame { .. } if wait => true,
-            Slot::Frame { rx, .. } => {
-                // Peek without consuming: a finished job has sent its one message.
+            Slot::Job { .. } if wait => true,
+            Slot::Job { rx, .. } => {
+                // A finished job has sent its one message.
                 match rx.try_recv() {
                     Ok(r) => {
-                        let Some(Slot::Frame { held, .. }) = self.queue.pop_front() else { unreachable!() };
+                        let Some(Slot::Job { held, .. }) = self.queue.pop_front() else { unreachable!() };
                         self.held -= held;
-                        return Some(r.map(Done::Frame));
+                        return Some(r.map(Self::done));
                     }
                     Err(_) => false,
                 }
@@ -154,14 +170,21 @@ impl<M> Pipeline<M> {
         }
         Some(match self.queue.pop_front().expect("front exists") {
             Slot::Marker(m) => Ok(Done::Marker(m)),
-            Slot::Frame { rx, held } => {
+            Slot::Job { rx, held } => {
                 self.held -= held;
                 match rx.recv() {
-                    Ok(r) => r.map(Done::Frame),
+                    Ok(r) => r.map(Self::done),
                     Err(_) => Err(io::Error::other("a compression worker panicked")),
                 }
             }
         })
+    }
+
+    fn done(w: Work) -> Done<M> {
+        match w {
+            Work::Frame(f) => Done::Frame(f),
+            Work::Digest(d) => Done::FileDigest(d),
+        }
     }
 }
 
@@ -179,7 +202,8 @@ mod tests {
             if i % 2 == 0 {
                 p.submit_metadata(data);
             } else {
-                p.submit_chunk(ChunkInput { file_offset: i as u64, data, zeros_min: 1024 });
+                let range = 0..data.len();
+                p.submit_chunk(ChunkInput { file_offset: i as u64, buffer: Arc::new(data), range, zeros_min: 1024 });
             }
             p.submit_marker(i);
         }
@@ -201,12 +225,17 @@ mod tests {
     fn zero_chunks_are_flagged_above_the_threshold_only() {
         let mut p: Pipeline<()> = Pipeline::new(3, 1 << 20);
         for (len, min) in [(4096, 1024), (512, 1024)] {
-            p.submit_chunk(ChunkInput { file_offset: 0, data: vec![0; len], zeros_min: min });
+            p.submit_chunk(ChunkInput {
+                file_offset: 0,
+                buffer: Arc::new(vec![0; len]),
+                range: 0..len,
+                zeros_min: min,
+            });
         }
         let flags: Vec<bool> = (0..2)
             .map(|_| match p.next(true).unwrap().unwrap() {
                 Done::Frame(f) => f.chunk.unwrap().zeros,
-                Done::Marker(()) => unreachable!(),
+                _ => unreachable!(),
             })
             .collect();
         assert_eq!(flags, [true, false]);

@@ -71,3 +71,43 @@ impl Default for Limits {
         }
     }
 }
+
+/// A fetched chunk that is not what the TOC says.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    #[error("chunk at file offset {file_offset}: {source}")]
+    Decompress { file_offset: u64, source: crate::bounded::DecompressError },
+    #[error("chunk at file offset {file_offset} has sha256 {found}, the TOC says {expected}")]
+    Digest { file_offset: u64, expected: Sha256Digest, found: Sha256Digest },
+    #[error("chunk at file offset {file_offset} has BLAKE3 {found}, the TOC's strataBlake3 says {expected}")]
+    Blake3 { file_offset: u64, expected: Blake3Digest, found: Blake3Digest },
+}
+
+impl ChunkPlan {
+    /// Decompresses this chunk's frames (`compressed` = the blob bytes of `blob_range`) and
+    /// verifies length, sha256 and, when present, strata's BLAKE3. Decompression stops past
+    /// `len` bytes, so a hostile range cannot inflate further.
+    pub fn decode(&self, compressed: &[u8]) -> Result<Vec<u8>, ChunkError> {
+        let file_offset = self.file_offset;
+        let data = crate::bounded::decompress_exact(compressed, self.len, self.len, "chunk")
+            .map_err(|source| ChunkError::Decompress { file_offset, source })?;
+        self.verify(&data)?;
+        Ok(data)
+    }
+
+    /// Verifies uncompressed chunk bytes (e.g. found in the local store) against the TOC.
+    pub fn verify(&self, data: &[u8]) -> Result<(), ChunkError> {
+        let file_offset = self.file_offset;
+        let found = Sha256Digest::of(data);
+        if data.len() as u64 != self.len || found != self.digest {
+            return Err(ChunkError::Digest { file_offset, expected: self.digest, found });
+        }
+        if let Some(expected) = self.blake3 {
+            let found = Blake3Digest::of(data);
+            if found != expected {
+                return Err(ChunkError::Blake3 { file_offset, expected, found });
+            }
+        }
+        Ok(())
+    }
+}

@@ -142,8 +142,8 @@ impl TocStream {
 struct CurrentFile {
     meta: TocEntry,
     size: u64,
-    /// Whole-file sha256; `None` when the file cannot have more than one chunk, whose
-    /// digest then is the file's.
+    /// Whole-file sha256, computed as the data streams by, for files larger than the
+    /// chunking window. Smaller files are held whole and hashed on a worker.
     hasher: Option<Sha256Hasher>,
     /// Content not yet cut into chunks; starts at file offset `window_offset`.
     window: Vec<u8>,
@@ -175,6 +175,8 @@ pub struct ZstdChunkedWriter<W: Write> {
     cur: Option<CurrentFile>,
     /// Chunks of the file being emitted: blob offset of the frame and the chunk's facts.
     chunks: Vec<(u64, ChunkDone)>,
+    /// The whole-file digest computed on a worker for the file being emitted.
+    file_digest: Option<Sha256Digest>,
     chunk_count: u64,
     failed: bool,
 }
@@ -205,6 +207,7 @@ impl<W: Write> ZstdChunkedWriter<W> {
             stream_offset: 0,
             cur: None,
             chunks: Vec::new(),
+            file_digest: None,
             chunk_count: 0,
             failed: false,
         })
@@ -231,6 +234,10 @@ impl<W: Write> ZstdChunkedWriter<W> {
                 }
                 Ok(())
             }
+            Done::FileDigest(d) => {
+                self.file_digest = Some(d);
+                Ok(())
+            }
             Done::Marker(m) => self.emit_entry(m),
         }
     }
@@ -254,7 +261,9 @@ impl<W: Write> ZstdChunkedWriter<W> {
         }
         let chunks = std::mem::take(&mut self.chunks);
         let (first_offset, first) = chunks.first().cloned().expect("a file with data has chunks");
-        meta.digest = Some(m.digest.unwrap_or(first.sha256));
+        let worker_digest = self.file_digest.take();
+        // One chunk: the chunk's digest is the file's.
+        meta.digest = Some(m.digest.or(worker_digest).unwrap_or(first.sha256));
         meta.offset = first_offset;
         meta.end_offset = self.out.offset();
         let chunk_type = |c: &ChunkDone| if c.zeros { ChunkType::Zeros } else { ChunkType::Data };
@@ -295,24 +304,33 @@ impl<W: Write> ZstdChunkedWriter<W> {
 
     /// Cuts the current file's window into chunks. Only chunks whose cut could not change
     /// with more data (start + MAX_SIZE within the window) are taken unless `last`, so the
-    /// result equals `cdc::boundaries` over the whole file.
+    /// result equals `cdc::boundaries` over the whole file. The window is shared with the
+    /// chunk jobs, not copied; the uncut rest starts the next window.
     fn cut(&mut self, last: bool) -> io::Result<()> {
         let Some(cur) = self.cur.as_mut() else { return Ok(()) };
-        let mut taken = 0;
-        for r in cdc::boundaries(&cur.window) {
-            if !last && r.start + cdc::MAX_SIZE > cur.window.len() {
-                break;
-            }
+        let bounds = cdc::boundaries(&cur.window);
+        let keep = if last {
+            bounds.len()
+        } else {
+            bounds.iter().take_while(|r| r.start + cdc::MAX_SIZE <= cur.window.len()).count()
+        };
+        let taken = bounds[..keep].last().map_or(0, |r| r.end);
+        let rest = cur.window[taken..].to_vec();
+        let whole_file = last && cur.window_offset == 0;
+        let buffer = std::sync::Arc::new(std::mem::replace(&mut cur.window, rest));
+        for r in &bounds[..keep] {
             let input = ChunkInput {
                 file_offset: cur.window_offset + r.start as u64,
-                data: cur.window[r.clone()].to_vec(),
+                buffer: buffer.clone(),
+                range: r.clone(),
                 zeros_min: self.opts.zeros_min,
             };
             self.pipeline.submit_chunk(input);
-            taken = r.end;
         }
-        cur.window.drain(..taken);
         cur.window_offset += taken as u64;
+        if whole_file && keep > 1 && cur.hasher.is_none() {
+            self.pipeline.submit_file_digest(buffer);
+        }
         self.drain()
     }
 
@@ -420,7 +438,7 @@ impl<W: Write> TarOut for ZstdChunkedWriter<W> {
             if size > 0 {
                 w.flush_meta()?;
             }
-            let hasher = (size > cdc::MIN_SIZE as u64).then(Sha256Hasher::new);
+            let hasher = (size > CDC_WINDOW as u64).then(Sha256Hasher::new);
             w.cur = Some(CurrentFile { meta, size, hasher, window: Vec::new(), window_offset: 0 });
             Ok(())
         })
@@ -438,7 +456,7 @@ impl<W: Write> TarOut for ZstdChunkedWriter<W> {
                     h.update(piece);
                 }
                 cur.window.extend_from_slice(piece);
-                if cur.window.len() >= CDC_WINDOW {
+                if cur.hasher.is_some() && cur.window.len() >= CDC_WINDOW {
                     w.cut(false)?;
                 }
             }

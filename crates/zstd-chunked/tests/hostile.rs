@@ -396,3 +396,26 @@ fn oversized_and_bomb_metadata_is_refused_with_bounded_work() {
     let err = read(&blob3, &shrunk).unwrap_err();
     assert!(matches!(err, ReadError::TarSplit(_) | ReadError::Decompress(_)), "{err}");
 }
+
+#[test]
+fn fetched_chunks_are_verified_and_bounded() {
+    let (blob, ann, _) = base();
+    let plan = read(&blob, &ann).unwrap();
+    let c = plan.entries.iter().find(|e| e.chunks.len() > 1).unwrap().chunks[1].clone();
+    let range = c.blob_range.start as usize..c.blob_range.end as usize;
+    assert_eq!(c.decode(&blob[range.clone()]).unwrap().len() as u64, c.len);
+    // Another chunk's frames: right size class, wrong content.
+    let other = &plan.entries.iter().find(|e| e.chunks.len() > 1).unwrap().chunks[0];
+    let wrong = &blob[other.blob_range.start as usize..other.blob_range.end as usize];
+    assert!(matches!(
+        c.decode(wrong),
+        Err(strata_zstd_chunked::ChunkError::Decompress { .. } | strata_zstd_chunked::ChunkError::Digest { .. })
+    ));
+    // A frame inflating far past the chunk's length is cut off.
+    let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 1).unwrap();
+    assert!(matches!(c.decode(&bomb), Err(strata_zstd_chunked::ChunkError::Decompress { .. })));
+    // The right bytes with a BLAKE3 claim that does not match them.
+    let mut lying = c.clone();
+    lying.blake3 = Some(strata_types::Blake3Digest::of(b"x"));
+    assert!(matches!(lying.decode(&blob[range]), Err(strata_zstd_chunked::ChunkError::Blake3 { .. })));
+}

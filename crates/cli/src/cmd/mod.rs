@@ -10,6 +10,8 @@ mod gc;
 mod images;
 mod import;
 mod merge;
+mod pull;
+mod push;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,7 +58,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Export { image, dest, format } => export::run(&ctx, &image, &dest, format),
         Command::Gc { dry_run } => gc::run(&ctx, dry_run),
         Command::Fsck { full } => fsck::run(&ctx, full),
-        other => anyhow::bail!("{other:?}: not available yet"),
+        Command::Merge { name, images, fail_on_conflict } => merge::merge(&ctx, &name, &images, fail_on_conflict),
+        Command::Squash { image, name } => merge::squash(&ctx, &image, &name),
+        Command::Pull { reference, name, plain_http, authfile } => {
+            pull::run(&ctx, &reference, name, plain_http, authfile)
+        }
+        Command::Push { image, reference, format, plain_http, authfile } => {
+            push::run(&ctx, &image, &reference, format, plain_http, authfile)
+        }
     }
     .map(|()| ExitCode::SUCCESS)
 }

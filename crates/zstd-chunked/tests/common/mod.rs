@@ -18,9 +18,16 @@ pub fn write_blob(tar: impl Read, opts: WriterOptions) -> (Vec<u8>, WriteResult)
 
 pub const ROOTFS_A: &str = "/tmp/peers/tars/rootfs-a.tar";
 
+fn strict() -> bool {
+    std::env::var("STRATA_TEST_PRIVILEGED").is_ok_and(|v| v == "1")
+}
+
+/// True when the peers' file `path` exists; otherwise skips, or fails under
+/// STRATA_TEST_PRIVILEGED=1 (like strata_testutil's requirements).
 pub fn have(path: &str) -> bool {
     let ok = Path::new(path).exists();
     if !ok {
+        assert!(!strict(), "STRATA_TEST_PRIVILEGED=1 but {path} is missing (run /work/shared/peers/setup.sh)");
         eprintln!("skipped: {path} is missing (run /work/shared/peers/setup.sh)");
     }
     ok
@@ -34,7 +41,9 @@ use strata_zstd_chunked::LayerPlan;
 /// sha256; returns its bytes.
 pub fn fetch_chunk(blob: &[u8], c: &strata_zstd_chunked::ChunkPlan) -> Vec<u8> {
     let range = c.blob_range.start as usize..c.blob_range.end as usize;
-    let data = zstd::stream::decode_all(&blob[range]).expect("a chunk range decompresses alone");
+    let data = c.decode(&blob[range.clone()]).expect("a chunk range decompresses alone to its digests");
+    // Independent oracle: the zstd library's own decoder, and the digests recomputed here.
+    assert_eq!(zstd::stream::decode_all(&blob[range]).unwrap(), data);
     assert_eq!(data.len() as u64, c.len, "chunk length");
     assert_eq!(Sha256Digest::of(&data), c.digest, "chunk digest");
     if c.zeros {
@@ -86,9 +95,8 @@ pub fn require_peer_registry() -> bool {
     if std::net::TcpStream::connect(PEER_REGISTRY).is_ok() {
         return true;
     }
-    let strict = std::env::var("STRATA_TEST_PRIVILEGED").is_ok_and(|v| v == "1");
     assert!(
-        !strict,
+        !strict(),
         "STRATA_TEST_PRIVILEGED=1 but the peers' registry on {PEER_REGISTRY} is down (run /work/shared/peers/setup.sh)"
     );
     eprintln!("skipped: the peers' registry on {PEER_REGISTRY} is down (run /work/shared/peers/setup.sh)");
