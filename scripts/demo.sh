@@ -41,9 +41,9 @@ say "1. Two related images, generated from this machine's /usr"
 T=$W/trees
 mkdir -p "$T/empty" "$T/a/usr" "$T/b"
 # a: a base system: programs and shared libraries (capped so the demo stays quick).
-( cd / && find usr/bin -maxdepth 1 \( -type f -o -type l \) -size -4M > "$W/files.txt"
-  find usr/lib/x86_64-linux-gnu -maxdepth 1 -name '*.so*' \( -type f -o -type l \) -size -8M >> "$W/files.txt"
-  head -n 900 "$W/files.txt" | cpio -pdm --quiet "$T/a" )
+( cd / && find usr/bin -maxdepth 1 \( -type f -o -type l \) -size -4M > "$W/bin.txt"
+  find usr/lib/x86_64-linux-gnu -maxdepth 1 -name '*.so*' \( -type f -o -type l \) -size -8M > "$W/lib.txt"
+  { head -n 500 "$W/bin.txt"; head -n 400 "$W/lib.txt"; } | cpio -pdm --quiet "$T/a" )
 mkdir -p "$T/a/etc" && cp -a /etc/os-release /etc/passwd /etc/group "$T/a/etc/" 2>/dev/null || true
 # b: a plus a "language runtime" (perl's or python's library tree) and an updated config.
 cp -a "$T/a/." "$T/b/"
@@ -66,7 +66,7 @@ S container create demo/b work >/dev/null
 M=$(S container mount work)
 echo "merged view: $M"
 echo "feature=on" > "$M/etc/app.conf"
-BIG=$(cd "$M" && find usr/lib/x86_64-linux-gnu -type f -size +1M | head -n 1)
+BIG=$(cd "$M" && find usr/lib/x86_64-linux-gnu -type f -size +1M > "$W/big.txt"; head -n 1 "$W/big.txt")
 cp "$M/$BIG" "$W/append.tmp" && cat "$W/append.tmp" >> "$M/$BIG" && rm "$W/append.tmp"   # a modified library: its first chunks are unchanged
 chmod 700 "$M/usr/bin/"* 2>/dev/null || true   # metadata only
 rm -rf "$M/usr/share" 2>/dev/null || true       # a deleted tree

@@ -302,7 +302,8 @@ fn merging_disjoint_changes_shows_all_of_them() {
         for (name, inputs) in [(format!("m-{round}"), [&x1, &x2]), (format!("r-{round}"), [&x2, &x1])] {
             let j = strata_json(&root, &["merge", &name, inputs[0], inputs[1], "--fail-on-conflict"]);
             assert_eq!(j["conflicts"], serde_json::json!([]), "{ctx}: {j}");
-            let layers: Vec<_> = j["layers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+            let layers: Vec<_> =
+                j["layers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
             let l1 = image_layers(&root, inputs[0]);
             assert_eq!(layers.len(), l1.len() + 1, "shared base layers appear once: {j}");
             assert_eq!(layers[..l1.len()], l1.iter().map(|l| l.to_string()).collect::<Vec<_>>()[..]);
@@ -331,7 +332,10 @@ fn inject(m: &Path, what: &str, path: &str, arg: &str) {
     let p = m.join(path);
     match what {
         "write" => fs::write(&p, arg).unwrap(),
-        "chmod" => fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(u32::from_str_radix(arg, 8).unwrap())).unwrap(),
+        "chmod" => {
+            fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(u32::from_str_radix(arg, 8).unwrap()))
+                .unwrap()
+        }
         "chown" => {
             let id: u32 = arg.parse().unwrap();
             std::os::unix::fs::lchown(&p, Some(id), Some(id)).unwrap();
@@ -422,7 +426,12 @@ fn injected_conflicts_are_reported_and_only_they() {
         plan.iter().flat_map(|p| p.2.iter().map(|(p, k)| (p.to_string(), k.to_string()))).collect();
     let err = strata_fails(&root, &["merge", "m", "x0", "x1", "--fail-on-conflict"]);
     assert!(err.contains("conflicts") && err.trim().lines().count() == 1, "{err}");
-    let names = strata_json(&root, &["images"])["images"].as_array().unwrap().iter().map(|i| i["name"].clone()).collect::<Vec<_>>();
+    let names = strata_json(&root, &["images"])["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].clone())
+        .collect::<Vec<_>>();
     assert!(!names.contains(&serde_json::json!("m")), "a refused merge creates nothing: {names:?}");
     let j = strata_json(&root, &["merge", "m", "x0", "x1"]);
     let got: BTreeSet<(String, String)> = j["conflicts"]

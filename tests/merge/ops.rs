@@ -46,7 +46,11 @@ pub fn listing(root: &Path) -> Vec<(PathBuf, bool, bool)> {
     out
 }
 
-fn pick(rng: &mut StdRng, l: &[(PathBuf, bool, bool)], want: impl Fn(&(PathBuf, bool, bool)) -> bool) -> Option<PathBuf> {
+fn pick(
+    rng: &mut StdRng,
+    l: &[(PathBuf, bool, bool)],
+    want: impl Fn(&(PathBuf, bool, bool)) -> bool,
+) -> Option<PathBuf> {
     let c: Vec<&PathBuf> = l.iter().filter(|e| want(e)).map(|e| &e.0).collect();
     (!c.is_empty()).then(|| c[rng.random_range(0..c.len())].clone())
 }

@@ -87,9 +87,15 @@ pub fn assert_same(expected: &Snap, got: &Snap, context: &str) {
     }
     if expected.groups != got.groups {
         let show = |s: &BTreeSet<Vec<Vec<u8>>>| {
-            s.iter().map(|g| g.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect()).collect::<Vec<Vec<_>>>()
+            s.iter()
+                .map(|g| g.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect())
+                .collect::<Vec<Vec<_>>>()
         };
-        msg.push(format!("  hardlink groups:\n    expected {:?}\n    got      {:?}", show(&expected.groups), show(&got.groups)));
+        msg.push(format!(
+            "  hardlink groups:\n    expected {:?}\n    got      {:?}",
+            show(&expected.groups),
+            show(&got.groups)
+        ));
     }
     msg.truncate(30);
     panic!("{context}: trees differ\n{}", msg.join("\n"));

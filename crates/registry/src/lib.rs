@@ -52,3 +52,33 @@ pub use manifest::{MAX_MANIFEST_SIZE, Manifest, ResolvedImage};
 pub use ranges::{BlobRanges, RangeStats};
 pub use reference::{ManifestRef, Reference};
 pub use upload::PushOutcome;
+
+/// Entry points for the fuzz targets in `fuzz/` (the parsers behind them are private).
+/// Not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::ops::Range;
+
+    /// The `boundary` of a `multipart/byteranges` content type.
+    pub fn boundary(content_type: &str) -> Option<String> {
+        crate::multipart::boundary(content_type)
+    }
+
+    /// A `Content-Range` value: the range (half-open) and the complete length.
+    pub fn content_range(value: &str) -> Result<(Option<Range<u64>>, Option<u64>), String> {
+        crate::multipart::content_range(value)
+    }
+
+    /// Every part of a `multipart/byteranges` body, or the first error as text.
+    pub fn multipart_parts(body: &[u8], boundary: &str, max_part: u64) -> Result<Vec<(Range<u64>, Vec<u8>)>, String> {
+        let mut parts = crate::multipart::Multipart::new(body, boundary);
+        let mut out = Vec::new();
+        loop {
+            match parts.next_part(max_part) {
+                Ok(Some(p)) => out.push(p),
+                Ok(None) => return Ok(out),
+                Err(e) => return Err(format!("{e:?}")),
+            }
+        }
+    }
+}

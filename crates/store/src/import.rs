@@ -196,23 +196,22 @@ where
         let producer = s.spawn(move || -> Result<(), StoreError> {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, writer);
             let copied = {
-                let counted = CountingReader { inner: &mut blob, counter: fetched, progress: &NoProgressSync };
-                decompress(&d.media_type, counted).and_then(|mut tar| {
-                    std::io::copy(&mut tar, &mut w).map_err(|e| StoreError::Invalid(format!("decompressing: {e}")))
+                let counted = CountingReader { inner: &mut blob, counter: fetched, progress };
+                decompress(&d.media_type, counted).and_then(|mut tar| match std::io::copy(&mut tar, &mut w) {
+                    Ok(_) => Ok(()),
+                    // The consumer stopped reading: its own error says why.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                    Err(e) => Err(StoreError::Invalid(format!("decompressing: {e}"))),
                 })
             };
             drop(w);
             // Verify even when decompression failed: a wrong blob is the better error.
             blob.finish_blob()?;
-            copied.map(|_| ())
+            copied
         });
         let consumed = consume(reader);
         let produced = producer.join().map_err(|_| StoreError::Invalid("the decompressor panicked".into()))?;
         Ok((consumed, produced))
-    })
-    .map(|(consumed, produced): (Result<T, StoreError>, Result<(), StoreError>)| {
-        let _ = progress;
-        (consumed, produced)
     })
 }
 
@@ -225,14 +224,6 @@ impl<R: Read> FinishBlob for strata_oci::layout::VerifyingReader<R> {
     fn finish_blob(self) -> Result<(), StoreError> {
         self.finish().map_err(StoreError::from)
     }
-}
-
-struct NoProgressSync;
-impl Progress for NoProgressSync {
-    fn start(&self, _: &str, _: Option<u64>) {}
-    fn inc(&self, _: u64) {}
-    fn message(&self, _: &str) {}
-    fn finish(&self) {}
 }
 
 /// `NAME:TAG` from a layout path: the directory's name and the tag (or `latest`).

@@ -200,7 +200,13 @@ impl Store {
             };
             self.publish(Vec::new(), Some(&record))?;
         }
-        Ok(MergeReport { image: name.clone(), layers: stack, conflicts, created, seconds: start.elapsed().as_secs_f64() })
+        Ok(MergeReport {
+            image: name.clone(),
+            layers: stack,
+            conflicts,
+            created,
+            seconds: start.elapsed().as_secs_f64(),
+        })
     }
 }
 

@@ -55,7 +55,12 @@ pub fn merge(ctx: &Ctx, target: &str, images: &[String], fail_on_conflict: bool)
     } else {
         for c in &r.conflicts {
             let who: Vec<&str> = c.inputs.iter().map(|i| i.as_str()).collect();
-            println!("conflict: {} ({}) between {}", c.path, serde_json::to_value(c.kind)?.as_str().unwrap_or("?"), who.join(", "));
+            println!(
+                "conflict: {} ({}) between {}",
+                c.path,
+                serde_json::to_value(c.kind)?.as_str().unwrap_or("?"),
+                who.join(", ")
+            );
         }
         if r.created {
             println!(

@@ -56,7 +56,7 @@ fn same(a: &View, an: &Node, b: &View, bn: &Node, p: &RelPath) -> bool {
         && ae.mode == be.mode
         && ae.uid == be.uid
         && ae.gid == be.gid
-
+        && ae.mtime == be.mtime
         && ae.size == be.size
         && ae.link_target == be.link_target
         && ae.dev_major == be.dev_major

@@ -95,7 +95,8 @@ impl Store {
             });
             let ingested = ingest_tar(&self.index, &self.paths, &layer_dir, reader, LayerOrigin::Squash, None);
             let written = producer.join().map_err(|_| StoreError::Invalid("the layer writer panicked".into()))?;
-            let stats = written.map_err(|e| StoreError::Invalid(format!("writing the squashed layer of {image}: {e}")))?;
+            let stats =
+                written.map_err(|e| StoreError::Invalid(format!("writing the squashed layer of {image}: {e}")))?;
             let (staged, bytes) = ingested?;
             Ok::<_, StoreError>((staged, bytes, stats))
         })?;

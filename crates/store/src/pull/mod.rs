@@ -12,7 +12,6 @@ pub mod window;
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -98,7 +97,6 @@ impl Store {
         let diff_ids = config.rootfs.diff_ids.clone();
         let total: u64 = manifest.layers.iter().map(|l| l.size).sum();
         progress.start("pulling", Some(total));
-        let reused_live = AtomicU64::new(0);
         let partial_any = std::sync::atomic::AtomicBool::new(false);
         let staging = Staging::new(&self.paths, "pull")?;
         let (staged, bytes, present) = self.ingest_layers(&staging, &diff_ids, |i, dir| {
@@ -113,7 +111,6 @@ impl Store {
                 StoreError::BadLayer { .. } => e,
                 other => bad(other.to_string()),
             })?;
-            reused_live.fetch_add(lp.bytes.reused, Ordering::Relaxed);
             if lp.partial {
                 partial_any.store(true, Ordering::Relaxed);
             }
@@ -189,21 +186,25 @@ impl Store {
     ) -> Result<LayerPull, StoreError> {
         let sources = partial::plan_sources(&self.index, &self.paths, plan).map_err(StoreError::Invalid)?;
         let remote: u64 = sources.remote.iter().map(|r| r.end - r.start).sum();
-        progress.message(&format!(
-            "layer {}: {} local, fetching {remote}",
-            &d.digest.to_hex()[..12],
-            sources.local_bytes
-        ));
-        let replay =
-            partial::Replay::new(plan.tar_split_records(), plan, sources, client.clone(), repo.to_owned(), d.digest);
-        let stats = Arc::new(std::sync::Mutex::new(partial::ReplayStats::default()));
-        let tracked = TrackStats { inner: replay, out: stats.clone() };
-        let (mut staged, mut bytes) = ingest_tar(&self.index, &self.paths, dir, tracked, LayerOrigin::Pull, None)?;
-        let s = *stats.lock().expect("stats lock");
+        progress.message(&format!("reusing {} fetching {}", short_bytes(sources.local_bytes), short_bytes(remote)));
+        let mut replay = partial::Replay::new(
+            plan.tar_split_records(),
+            plan,
+            sources,
+            client.clone(),
+            repo.to_owned(),
+            d.digest,
+            progress,
+        );
+        let (mut staged, mut bytes) =
+            ingest_tar(&self.index, &self.paths, dir, &mut replay, LayerOrigin::Pull, None)?;
+        let s = replay.stats;
+        drop(replay);
+        // The bar counts the chunks' compressed bytes; the rest of the blob is metadata.
+        progress.inc(d.size.saturating_sub(s.compressed));
         // For a pull, "reused" is what did not have to be fetched.
         bytes.reused = s.local;
         bytes.reflinked = bytes.reflinked.min(bytes.reused);
-        progress.inc(d.size);
         // Index the producer's chunk digests too, so later pulls of related blobs from the
         // same producer find these chunks by their SHA-256.
         let file_no: std::collections::HashMap<&strata_types::RelPath, u32> =
@@ -223,19 +224,11 @@ impl Store {
     }
 }
 
-/// Copies a replay's counters out when it is dropped (ingestion consumes the reader).
-struct TrackStats<R> {
-    inner: R,
-    out: Arc<std::sync::Mutex<partial::ReplayStats>>,
-}
-
-impl<'a, I> Read for TrackStats<partial::Replay<'a, I>>
-where
-    I: Iterator<Item = Result<strata_layer::tarsplit::Record, strata_layer::tarsplit::TarSplitError>>,
-{
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        *self.out.lock().expect("stats lock") = self.inner.stats;
-        Ok(n)
+/// `12.3M`: a short byte count for progress messages.
+pub(crate) fn short_bytes(n: u64) -> String {
+    match n {
+        0..1_000_000 => format!("{:.0}k", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        _ => format!("{:.2}G", n as f64 / 1e9),
     }
 }

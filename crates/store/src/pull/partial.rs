@@ -9,25 +9,37 @@
 //! pull, so the result is byte for byte what a full pull would have produced, its DiffID is
 //! checked against the config, and the tar-split is recorded from what was actually built.
 //!
-//! A local chunk that fails verification (changed or deleted since it was indexed) is
-//! fetched on the spot; a fetched chunk that fails verification fails the pull.
+//! Memory stays bounded whatever the chunk sizes: the stream is produced in pieces of at
+//! most [`PIECE`] bytes. A fetched chunk is decompressed as it is read and its digest checked
+//! at its end (a mismatch fails the pull, so bytes already passed on do not matter). A
+//! local chunk is verified *before* any of it is passed on, because a mismatch there is not
+//! an error: a local chunk that changed or vanished since it was indexed is fetched on the
+//! spot instead. Chunks up to [`LOCAL_IN_MEMORY`] are verified in memory, larger ones by a
+//! first pass over the file.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use strata_index::{Index, Key};
-use strata_layer::tarsplit::Record;
+use strata_layer::tarsplit::{Record, TarSplitError};
 use strata_registry::Client;
 use strata_types::{Sha256Digest, Sha256Hasher};
 use strata_zstd_chunked::{ChunkPlan, LayerPlan};
 
 use super::window::Fetcher;
+use crate::Progress;
 use crate::paths::StorePaths;
 use crate::resolve::Resolver;
+
+/// Largest piece of the stream produced at once.
+const PIECE: usize = 256 << 10;
+/// Local chunks up to this size are read and verified in memory; larger ones in two passes.
+const LOCAL_IN_MEMORY: u64 = 4 << 20;
+/// Chunks replayed between two progress messages.
+const MESSAGE_EVERY: u64 = 256;
 
 /// Where one chunk's bytes come from.
 #[derive(Clone, Debug)]
@@ -37,10 +49,11 @@ enum Source {
     Zeros,
 }
 
-/// Per file (by plan entry index): a source per chunk.
+/// For every plan entry (same index), a source per chunk.
+#[derive(Debug)]
 pub(crate) struct SourcePlan {
-    sources: HashMap<usize, Vec<Source>>,
-    /// Compressed ranges to fetch.
+    sources: Vec<Vec<Source>>,
+    /// Compressed ranges to fetch, in blob order.
     pub remote: Vec<Range<u64>>,
     /// Uncompressed bytes planned from local layers.
     pub local_bytes: u64,
@@ -75,16 +88,13 @@ pub(crate) fn plan_sources(index: &Index, paths: &StorePaths, plan: &LayerPlan) 
     }
     let found = index.lookup(&keys).map_err(|e| e.to_string())?;
     let mut resolver = Resolver::new(index, paths);
-    let mut sources: HashMap<usize, Vec<Source>> = HashMap::new();
+    let mut sources = Vec::with_capacity(plan.entries.len());
     let mut local_bytes = 0;
     let mut remote = Vec::new();
     for (i, e) in plan.entries.iter().enumerate() {
-        if e.chunks.is_empty() {
-            continue;
-        }
+        let mut v = Vec::with_capacity(e.chunks.len());
         let whole = file_key[i]
             .and_then(|k| found[k].iter().find_map(|l| if l.len == e.entry.size { resolver.path(l) } else { None }));
-        let mut v = Vec::with_capacity(e.chunks.len());
         for (c, ks) in e.chunks.iter().zip(&chunk_keys[i]) {
             let src = if c.zeros {
                 Source::Zeros
@@ -105,7 +115,7 @@ pub(crate) fn plan_sources(index: &Index, paths: &StorePaths, plan: &LayerPlan) 
             }
             v.push(src);
         }
-        sources.insert(i, v);
+        sources.push(v);
     }
     Ok(SourcePlan { sources, remote, local_bytes })
 }
@@ -115,38 +125,64 @@ pub(crate) fn plan_sources(index: &Index, paths: &StorePaths, plan: &LayerPlan) 
 pub(crate) struct ReplayStats {
     /// Uncompressed bytes taken from local layers.
     pub local: u64,
+    /// Uncompressed bytes decompressed from fetched frames.
+    pub fetched: u64,
     /// Local chunks that failed verification and were fetched instead.
     pub refetched: u64,
+    /// Compressed bytes of the chunks replayed (for the progress bar).
+    pub compressed: u64,
+    /// Chunks replayed.
+    pub chunks: u64,
 }
 
-/// The file being replayed: its entry, its chunk sources, how far it got.
+/// How the bytes of the chunk being replayed are produced.
+enum ChunkReader {
+    Zeros { left: u64 },
+    /// Verified bytes in memory.
+    Verified { bytes: Vec<u8>, pos: usize },
+    /// A large local chunk already verified by a first pass: read it again.
+    LocalStream { file: File, offset: u64, left: u64 },
+    /// Fetched frames being decompressed; the digest is checked at the end.
+    Decode { dec: zstd::stream::read::Decoder<'static, io::BufReader<io::Cursor<Vec<u8>>>>, left: u64, hasher: Sha256Hasher },
+}
+
+/// The file being replayed.
 struct Current {
     entry: usize,
-    sources: std::vec::IntoIter<Source>,
     chunk: usize,
+    reader: Option<ChunkReader>,
     produced: u64,
-    hasher: Sha256Hasher,
+    /// The file's SHA-256, for files of several chunks (one chunk: its digest is the file's).
+    hasher: Option<Sha256Hasher>,
 }
 
 /// The layer's tar stream, replayed from the tar-split with file bytes from local layers and
-/// fetched chunks, one chunk in memory at a time. Implements `Read`.
+/// fetched chunks, in pieces of bounded size. Implements `Read`.
 pub(crate) struct Replay<'a, I> {
     records: I,
     plan: &'a LayerPlan,
-    sources: SourcePlan,
-    by_name: HashMap<&'a str, usize>,
+    sources: Vec<Vec<Source>>,
+    /// The plan entry the next tar-split file record describes (the plan has one entry per
+    /// file record, in order).
+    next_entry: usize,
     fetcher: Fetcher,
     client: Client,
     repo: String,
     blob: Sha256Digest,
     current: Option<Current>,
-    /// Bytes ready to be read.
+    /// The last local file opened (consecutive chunks mostly come from the same file).
+    open: Option<(PathBuf, File)>,
+    progress: &'a dyn Progress,
     buf: Vec<u8>,
     pos: usize,
     pub stats: ReplayStats,
 }
 
-impl<'a, I: Iterator<Item = Result<Record, strata_layer::tarsplit::TarSplitError>>> Replay<'a, I> {
+fn bad(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl<'a, I: Iterator<Item = Result<Record, TarSplitError>>> Replay<'a, I> {
     pub fn new(
         records: I,
         plan: &'a LayerPlan,
@@ -154,128 +190,226 @@ impl<'a, I: Iterator<Item = Result<Record, strata_layer::tarsplit::TarSplitError
         client: Client,
         repo: String,
         blob: Sha256Digest,
+        progress: &'a dyn Progress,
     ) -> Self {
-        let fetcher = Fetcher::start(client.clone(), repo.clone(), blob, sources.remote.clone());
-        let by_name = plan.entries.iter().enumerate().map(|(i, e)| (e.raw_name.as_str(), i)).collect();
+        let fetcher = Fetcher::start(client.clone(), repo.clone(), blob, sources.remote);
         Replay {
             records,
             plan,
-            sources,
-            by_name,
+            sources: sources.sources,
+            next_entry: 0,
             fetcher,
             client,
             repo,
             blob,
             current: None,
+            open: None,
+            progress,
             buf: Vec::new(),
             pos: 0,
             stats: ReplayStats::default(),
         }
     }
 
-    fn bad(msg: String) -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidData, msg)
+    fn chunk_error(&self, entry: usize, c: &ChunkPlan) -> io::Error {
+        bad(format!(
+            "{}: the chunk at offset {} (blob bytes {}..{}) does not have the digest {} the TOC gives it",
+            self.plan.entries[entry].raw_name, c.file_offset, c.blob_range.start, c.blob_range.end, c.digest
+        ))
     }
 
-    /// Decompresses a chunk's frames and checks its SHA-256.
-    fn decode(c: &ChunkPlan, frames: &[u8], name: &str) -> io::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(c.len as usize);
-        zstd::stream::read::Decoder::new(frames)?.take(c.len + 1).read_to_end(&mut out)?;
-        if out.len() as u64 != c.len || Sha256Digest::of(&out) != c.digest {
-            return Err(Self::bad(format!(
-                "{name}: the chunk at offset {} (blob bytes {:?}) does not have the digest {} the TOC gives it",
-                c.file_offset, c.blob_range, c.digest
-            )));
+    /// The local file at `path`, reusing the last one opened.
+    fn local_file(&mut self, path: &Path) -> Option<&File> {
+        if self.open.as_ref().is_none_or(|(p, _)| p != path) {
+            let f = File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(path).ok()?;
+            self.open = Some((path.to_owned(), f));
         }
-        Ok(out)
+        self.open.as_ref().map(|(_, f)| f)
     }
 
-    /// The bytes of the current file's next chunk, or `None` when the file is complete
+    /// A reader for a local chunk that matches its digest, or `None` (gone or changed).
+    fn local_chunk(&mut self, path: &Path, offset: u64, c: &ChunkPlan) -> Option<ChunkReader> {
+        let f = self.local_file(path)?;
+        if c.len <= LOCAL_IN_MEMORY {
+            let mut bytes = vec![0u8; c.len as usize];
+            f.read_exact_at(&mut bytes, offset).ok()?;
+            return (Sha256Digest::of(&bytes) == c.digest).then_some(ChunkReader::Verified { bytes, pos: 0 });
+        }
+        let mut h = Sha256Hasher::new();
+        let mut piece = vec![0u8; PIECE];
+        let mut done = 0;
+        while done < c.len {
+            let n = (c.len - done).min(PIECE as u64) as usize;
+            f.read_exact_at(&mut piece[..n], offset + done).ok()?;
+            h.update(&piece[..n]);
+            done += n as u64;
+        }
+        let file = f.try_clone().ok()?;
+        (h.finalize() == c.digest).then_some(ChunkReader::LocalStream { file, offset, left: c.len })
+    }
+
+    /// A decoder over a chunk's fetched frames.
+    fn decoder(frames: Vec<u8>, c: &ChunkPlan) -> io::Result<ChunkReader> {
+        let mut dec = zstd::stream::read::Decoder::new(io::Cursor::new(frames))?;
+        dec.window_log_max(strata_zstd_chunked::bounded::MAX_WINDOW_LOG)?;
+        Ok(ChunkReader::Decode { dec, left: c.len, hasher: Sha256Hasher::new() })
+    }
+
+    /// Opens the reader of the current file's next chunk; false when the file is complete
     /// (after checking its length and digest).
-    fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+    fn next_chunk(&mut self) -> io::Result<bool> {
+        let plan = self.plan;
         let cur = self.current.as_mut().expect("a file is being replayed");
-        let e = &self.plan.entries[cur.entry];
-        let name = e.raw_name.as_str();
-        let Some(src) = cur.sources.next() else {
+        let (entry, k) = (cur.entry, cur.chunk);
+        let e = &plan.entries[entry];
+        let Some(c) = e.chunks.get(k) else {
             let cur = self.current.take().expect("current file");
             if cur.produced != e.entry.size {
-                return Err(Self::bad(format!(
-                    "{name}: chunks give {} bytes, the TOC says {}",
-                    cur.produced, e.entry.size
-                )));
+                return Err(bad(format!("{}: chunks give {} bytes, the TOC says {}", e.raw_name, cur.produced, e.entry.size)));
             }
-            if let Some(d) = e.digest
-                && cur.hasher.finalize() != d
+            if let (Some(h), Some(d)) = (cur.hasher, e.digest)
+                && h.finalize() != d
             {
-                return Err(Self::bad(format!("{name}: content does not have the TOC digest {d}")));
+                return Err(bad(format!("{}: content does not have the TOC digest {d}", e.raw_name)));
             }
-            return Ok(None);
+            return Ok(false);
         };
-        let c = &e.chunks[cur.chunk];
         cur.chunk += 1;
-        let bytes = match src {
-            Source::Zeros => vec![0u8; c.len as usize],
-            Source::Local { path, offset } => match read_local(&path, offset, c.len) {
-                Some(b) if Sha256Digest::of(&b) == c.digest => {
+        self.stats.compressed += c.blob_range.end - c.blob_range.start;
+        let src = std::mem::replace(&mut self.sources[entry][k], Source::Zeros);
+        let reader = match src {
+            Source::Zeros => ChunkReader::Zeros { left: c.len },
+            Source::Local { path, offset } => match self.local_chunk(&path, offset, c) {
+                Some(r) => {
                     self.stats.local += c.len;
-                    b
+                    r
                 }
-                _ => {
+                None => {
                     // Gone or changed since it was indexed: fetch it after all.
                     self.stats.refetched += 1;
+                    self.stats.fetched += c.len;
                     let frames = self
                         .client
                         .fetch_ranges(&self.repo, &self.blob, std::slice::from_ref(&c.blob_range))
                         .map_err(io::Error::other)?
                         .pop()
                         .unwrap_or_default();
-                    Self::decode(c, &frames, name)?
+                    Self::decoder(frames, c)?
                 }
             },
             Source::Remote => {
+                self.stats.fetched += c.len;
                 let frames = self.fetcher.get(&c.blob_range).map_err(io::Error::other)?;
-                Self::decode(c, &frames, name)?
+                Self::decoder(frames, c)?
             }
         };
+        self.current.as_mut().expect("current file").reader = Some(reader);
+        self.stats.chunks += 1;
+        if self.stats.chunks % MESSAGE_EVERY == 1 {
+            self.progress.message(&format!(
+                "fetched {} reused {}",
+                super::short_bytes(self.stats.fetched),
+                super::short_bytes(self.stats.local)
+            ));
+        }
+        self.progress.inc(c.blob_range.end - c.blob_range.start);
+        Ok(true)
+    }
+
+    /// Fills `buf` with the next piece of the current chunk; false when the chunk is done.
+    fn chunk_piece(&mut self) -> io::Result<bool> {
         let cur = self.current.as_mut().expect("current file");
-        cur.hasher.update(&bytes);
-        cur.produced += bytes.len() as u64;
-        Ok(Some(bytes))
+        let (entry, k) = (cur.entry, cur.chunk - 1);
+        let Some(reader) = cur.reader.as_mut() else { return Ok(false) };
+        self.buf.clear();
+        let finished = match reader {
+            ChunkReader::Zeros { left } => {
+                let n = (*left).min(PIECE as u64) as usize;
+                self.buf.resize(n, 0);
+                *left -= n as u64;
+                n == 0
+            }
+            ChunkReader::Verified { bytes, pos } => {
+                let n = (bytes.len() - *pos).min(PIECE);
+                self.buf.extend_from_slice(&bytes[*pos..*pos + n]);
+                *pos += n;
+                n == 0
+            }
+            ChunkReader::LocalStream { file, offset, left } => {
+                let n = (*left).min(PIECE as u64) as usize;
+                self.buf.resize(n, 0);
+                file.read_exact_at(&mut self.buf, *offset)?;
+                *offset += n as u64;
+                *left -= n as u64;
+                n == 0
+            }
+            ChunkReader::Decode { dec, left, hasher } => {
+                // One byte more than is due, to notice frames that inflate past the chunk.
+                let want = (*left + 1).min(PIECE as u64) as usize;
+                self.buf.resize(want, 0);
+                let n = read_some(dec, &mut self.buf).map_err(|e| {
+                    bad(format!("{}: chunk {k} does not decompress: {e}", self.plan.entries[entry].raw_name))
+                })?;
+                self.buf.truncate(n);
+                if n as u64 > *left {
+                    return Err(self.chunk_error(entry, &self.plan.entries[entry].chunks[k]));
+                }
+                hasher.update(&self.buf);
+                *left -= n as u64;
+                if n == 0 {
+                    let c = &self.plan.entries[entry].chunks[k];
+                    let h = std::mem::take(hasher);
+                    if *left != 0 || h.finalize() != c.digest {
+                        return Err(self.chunk_error(entry, c));
+                    }
+                }
+                n == 0
+            }
+        };
+        if finished {
+            cur.reader = None;
+            return Ok(false);
+        }
+        cur.produced += self.buf.len() as u64;
+        if let Some(h) = cur.hasher.as_mut() {
+            h.update(&self.buf);
+        }
+        Ok(true)
     }
 
     /// Refills `buf` with the next piece of the stream; false at the end.
     fn refill(&mut self) -> io::Result<bool> {
         self.pos = 0;
-        if self.current.is_some() {
-            if let Some(b) = self.next_chunk()? {
-                self.buf = b;
+        self.buf.clear();
+        loop {
+            if self.current.is_none() {
+                break;
+            }
+            if self.chunk_piece()? {
                 return Ok(true);
             }
-            self.buf.clear();
-            return Ok(true);
+            if !self.next_chunk()? {
+                break;
+            }
         }
         let Some(rec) = self.records.next() else { return Ok(false) };
-        match rec.map_err(|e| Self::bad(e.to_string()))? {
+        match rec.map_err(|e| bad(e.to_string()))? {
             Record::Segment(b) => self.buf = b,
             Record::File { name, size, .. } => {
-                self.buf.clear();
+                let i = self.next_entry;
+                self.next_entry += 1;
+                let e = self.plan.entries.get(i).ok_or_else(|| {
+                    bad(format!("tar-split has more entries than the TOC ({:?})", String::from_utf8_lossy(&name)))
+                })?;
+                if e.entry.size != size {
+                    return Err(bad(format!("{}: tar-split size {size} differs from the TOC's", e.raw_name)));
+                }
                 if size > 0 {
-                    let name = String::from_utf8_lossy(&name).into_owned();
-                    let &i = self
-                        .by_name
-                        .get(name.as_str())
-                        .ok_or_else(|| Self::bad(format!("tar-split names {name:?}, which the TOC does not have")))?;
-                    if self.plan.entries[i].entry.size != size {
-                        return Err(Self::bad(format!("{name}: tar-split size {size} differs from the TOC's")));
+                    let hasher = (e.chunks.len() > 1).then(Sha256Hasher::new);
+                    self.current = Some(Current { entry: i, chunk: 0, reader: None, produced: 0, hasher });
+                    if !self.next_chunk()? {
+                        return Err(bad(format!("{}: no chunks for {size} bytes", e.raw_name)));
                     }
-                    let sources = self.sources.sources.remove(&i).unwrap_or_default();
-                    self.current = Some(Current {
-                        entry: i,
-                        sources: sources.into_iter(),
-                        chunk: 0,
-                        produced: 0,
-                        hasher: Sha256Hasher::new(),
-                    });
                 }
             }
         }
@@ -283,14 +417,21 @@ impl<'a, I: Iterator<Item = Result<Record, strata_layer::tarsplit::TarSplitError
     }
 }
 
-fn read_local(path: &std::path::Path, offset: u64, len: u64) -> Option<Vec<u8>> {
-    let f = File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(path).ok()?;
-    let mut buf = vec![0u8; len as usize];
-    f.read_exact_at(&mut buf, offset).ok()?;
-    Some(buf)
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+fn read_some(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
-impl<I: Iterator<Item = Result<Record, strata_layer::tarsplit::TarSplitError>>> Read for Replay<'_, I> {
+impl<I: Iterator<Item = Result<Record, TarSplitError>>> Read for Replay<'_, I> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos >= self.buf.len() {
             if !self.refill()? {

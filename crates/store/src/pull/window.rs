@@ -5,7 +5,9 @@
 //! cheaper than two requests' worth of headers) and split into windows of about
 //! [`WINDOW_BYTES`]. A thread fetches window after window (each with many ranges per
 //! request and several requests in flight, see `strata-registry`) while the layer is being
-//! assembled from the previous one; at most two windows are held in memory.
+//! assembled from the previous one; at most three windows are held in memory (the one being
+//! replayed, one queued, one being fetched), plus a chunk larger than a window if the
+//! producer made one.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -18,18 +20,24 @@ use strata_types::Sha256Digest;
 /// Gaps up to this size between wanted ranges are fetched rather than split around.
 pub const MERGE_GAP: u64 = 4096;
 /// Compressed bytes per window.
-pub const WINDOW_BYTES: u64 = 32 << 20;
+pub const WINDOW_BYTES: u64 = 16 << 20;
+/// Longest merged range: a window is cut only between merged ranges, and several ranges of
+/// a window are fetched in parallel.
+pub const MAX_MERGED: u64 = 4 << 20;
 
 /// The fetched bytes of one window: merged range → bytes.
 pub type Window = HashMap<u64, (Range<u64>, Vec<u8>)>;
 
-/// Merges sorted-by-start, non-overlapping-or-adjacent `wanted` ranges.
+/// Merges `wanted` ranges (non-overlapping) that are adjacent or close, up to
+/// [`MAX_MERGED`] bytes per merged range (a single longer range stays whole).
 pub fn merge_ranges(mut wanted: Vec<Range<u64>>) -> Vec<Range<u64>> {
     wanted.sort_by_key(|r| r.start);
     let mut out: Vec<Range<u64>> = Vec::new();
     for r in wanted {
         match out.last_mut() {
-            Some(last) if r.start <= last.end + MERGE_GAP => last.end = last.end.max(r.end),
+            Some(last) if r.start <= last.end + MERGE_GAP && r.end.max(last.end) - last.start <= MAX_MERGED => {
+                last.end = last.end.max(r.end)
+            }
             _ => out.push(r),
         }
     }
@@ -139,5 +147,21 @@ mod tests {
         let w = windows(merge_ranges(big));
         assert!(w.len() >= 3 && w.iter().all(|w| !w.is_empty()));
         assert_eq!(w.iter().map(Vec::len).sum::<usize>(), 10);
+    }
+
+    #[test]
+    fn merged_ranges_are_capped_but_cover_everything() {
+        // 40 back-to-back 1 MiB chunks (a first pull: everything is missing).
+        let wanted: Vec<_> = (0..40u64).map(|i| i << 20..(i + 1) << 20).collect();
+        let m = merge_ranges(wanted);
+        assert!(m.iter().all(|r| r.end - r.start <= MAX_MERGED), "{m:?}");
+        assert_eq!(m.first().unwrap().start, 0);
+        assert_eq!(m.last().unwrap().end, 40 << 20);
+        assert!(m.windows(2).all(|p| p[0].end == p[1].start));
+        assert_eq!(m.len(), 10);
+        let w = windows(m);
+        assert!(w.iter().all(|w| w.iter().map(|r| r.end - r.start).sum::<u64>() <= WINDOW_BYTES + MAX_MERGED));
+        // A single chunk larger than the cap stays whole.
+        assert_eq!(merge_ranges(vec![0..(10 << 20), (10 << 20)..(10 << 20) + 5]).len(), 2);
     }
 }

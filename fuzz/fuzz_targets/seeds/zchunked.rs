@@ -1,7 +1,4 @@
-//! Writes seed corpora for the zchunked_* fuzz targets from a small layer written by
-//! strata's writer: `cargo run --bin zchunked_seeds` (from fuzz/).
-
-use std::path::Path;
+//! Seeds for the zchunked_* targets, from a small layer written by strata's writer.
 
 use strata_layer::parse::TarReader;
 use strata_zstd_chunked::annotations::{LayerFormat, detect};
@@ -32,7 +29,7 @@ fn small_tar() -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn main() {
+pub fn write(put: &dyn Fn(&str, &str, &[u8])) {
     let tar = small_tar();
     let w = ZstdChunkedWriter::new(Vec::new(), WriterOptions::default()).unwrap();
     let mut r = TarReader::with_tap(&tar[..], w);
@@ -44,12 +41,6 @@ fn main() {
     let toc_json = zstd::stream::decode_all(slice(a.toc)).unwrap();
     let ts_json = zstd::stream::decode_all(slice(ts)).unwrap();
     let toc_text = String::from_utf8(toc_json.clone()).unwrap();
-    let corpus = Path::new("corpus");
-    let put = |target: &str, name: &str, bytes: &[u8]| {
-        let dir = corpus.join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), bytes).unwrap();
-    };
     put("zchunked_toc", "strata", &toc_json);
     put("zchunked_meta", "footer", &blob[blob.len() - 72..]);
     put("zchunked_meta", "position", b"95130555:678795:3516575:1");
@@ -63,5 +54,4 @@ fn main() {
     let data = &blob[..(a.toc.offset - 8) as usize];
     let assembled = [&[1u8][..], toc_placeholder.as_bytes(), &[0xff, 0xfe], &ts_json, &[0xff, 0xfe], data].concat();
     put("zchunked_reader", "assembled", &assembled);
-    eprintln!("seeds written under {}", corpus.display());
 }

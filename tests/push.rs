@@ -1,0 +1,178 @@
+//! `strata push` against a real `docker-registry`: every format round-trips through
+//! `strata pull` into a fresh store with identical layers; blobs the registry has are not
+//! sent again; blobs of the repository an image came from are mounted; skopeo 1.18 and
+//! podman 5.4 read what strata pushes.
+
+mod common;
+#[path = "common/registry.rs"]
+mod registry;
+
+use std::path::Path;
+
+use common::*;
+use registry::*;
+use strata_testutil::{LoopMount, Registry, require_root, require_tool};
+
+fn layout_ref(p: &Path) -> String {
+    format!("oci:{}:v1", p.display())
+}
+
+/// A store on `m` holding images a, b and c (see `related_trees`).
+fn source_store(m: &LoopMount) -> std::path::PathBuf {
+    let t = related_trees(m.path());
+    let (la, lb, lc) = related_layouts(m.path(), &t);
+    let root = m.path().join("src-store");
+    for (l, n) in [(la, "a"), (lb, "b"), (lc, "c")] {
+        strata_json(&root, &["import", &layout_ref(&l), "--name", n]);
+    }
+    root
+}
+
+fn outcomes(push: &serde_json::Value) -> Vec<String> {
+    push["layers"].as_array().unwrap().iter().map(|l| l["outcome"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn push_then_pull_gives_the_same_layers_in_every_format() {
+    if !require_root() || !require_tool("mkfs.xfs") || !require_tool("docker-registry") {
+        return;
+    }
+    let m = LoopMount::xfs(2048);
+    let src = source_store(&m);
+    let reg = Registry::start();
+    for (format, media, chunked) in [
+        ("zstd:chunked", "application/vnd.oci.image.layer.v1.tar+zstd", true),
+        ("tar+zstd", "application/vnd.oci.image.layer.v1.tar+zstd", false),
+        ("tar+gzip", "application/vnd.oci.image.layer.v1.tar+gzip", false),
+    ] {
+        let repo = format!("fmt-{}/c", format.replace([':', '+'], "-"));
+        let target = format!("{}/{repo}:v1", reg.addr());
+        let p = strata_json(&src, &["push", "c", &target, "--format", format, "--plain-http"]);
+        for key in ["image", "layers", "bytes_uploaded", "seconds"] {
+            assert!(!p[key].is_null(), "{format}: push JSON lacks {key}: {p}");
+        }
+        assert_eq!(p["image"], "c");
+        assert_eq!(outcomes(&p), ["uploaded", "uploaded"], "{format}: {p}");
+        let sizes: u64 = p["layers"].as_array().unwrap().iter().map(|l| l["size"].as_u64().unwrap()).sum();
+        assert!(p["bytes_uploaded"].as_u64().unwrap() >= sizes, "{format}: {p}");
+        // The registry holds what was described, in the format asked for.
+        let man = manifest(reg.addr(), &repo, "v1");
+        assert_eq!(man.layers.len(), 2);
+        for (l, pl) in man.layers.iter().zip(p["layers"].as_array().unwrap()) {
+            assert_eq!(l.media_type, media, "{format}");
+            assert_eq!(l.digest.to_string(), pl["digest"].as_str().unwrap());
+            let has_toc = l.annotations.contains_key("io.github.containers.zstd-chunked.manifest-checksum");
+            assert_eq!(has_toc, chunked, "{format}: {:?}", l.annotations);
+            assert_eq!(blob(reg.addr(), &repo, &l.digest.to_string()).len() as u64, l.size);
+        }
+
+        // A fresh store pulls it back to identical layers (every DiffID checked on the way).
+        let dst = m.path().join(format!("dst-{}", format.replace([':', '+'], "-")));
+        let r = strata_json(&dst, &["pull", &target, "--name", "c", "--plain-http"]);
+        assert_eq!(r["partial"], chunked, "{format}: {r}");
+        assert_same_image(&src, &dst, "c", "c");
+        assert_eq!(strata_json(&dst, &["fsck", "--full"])["ok"], true);
+
+        // Pushing again sends no layer: the registry has them all.
+        let again = strata_json(&src, &["push", "c", &target, "--format", format, "--plain-http"]);
+        assert_eq!(outcomes(&again), ["exists", "exists"], "{format}: {again}");
+        assert!(again["bytes_uploaded"].as_u64().unwrap() < 4096, "{format}: {again}");
+    }
+
+    // An image pulled from one repository and pushed to another of the same registry in the
+    // same format: its blobs are mounted, nothing is compressed or sent but the manifest.
+    let dst = m.path().join("dst-zstd-chunked");
+    let target = format!("{}/copies/c:v2", reg.addr());
+    let p = strata_json(&dst, &["push", "c", &target, "--format", "zstd:chunked", "--plain-http"]);
+    assert_eq!(outcomes(&p), ["mounted", "mounted"], "{p}");
+    assert!(p["bytes_uploaded"].as_u64().unwrap() < 4096, "{p}");
+    let again = m.path().join("dst-copies");
+    strata_json(&again, &["pull", &target, "--name", "c", "--plain-http"]);
+    assert_same_image(&src, &again, "c", "c");
+    // In another format, the layers are compressed and uploaded.
+    let target = format!("{}/copies-gz/c:v1", reg.addr());
+    let p = strata_json(&dst, &["push", "c", &target, "--format", "tar+gzip", "--plain-http"]);
+    assert_eq!(outcomes(&p), ["uploaded", "uploaded"], "{p}");
+
+    // Bad input: a clear one-line error, nothing pushed.
+    let err = strata_fails(&src, &["push", "nope", &format!("{}/x/y:z", reg.addr()), "--plain-http"]);
+    assert!(err.contains("no image named nope") && err.trim().lines().count() == 1, "{err}");
+    let err = strata_fails(&src, &["push", "c", "no-registry-here", "--plain-http"]);
+    assert!(err.contains("no-registry-here") && err.trim().lines().count() == 1, "{err}");
+}
+
+#[test]
+fn push_takes_a_shared_lock() {
+    if !require_root() || !require_tool("docker-registry") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = related_trees(dir.path());
+    let (la, _, _) = related_layouts(dir.path(), &t);
+    let root = dir.path().join("store");
+    strata_json(&root, &["import", &layout_ref(&la), "--name", "a"]);
+    let reg = Registry::start();
+    // Another reader holds the lock: a push still runs (a writer would have to wait).
+    let f = std::fs::File::options().read(true).write(true).open(root.join("lock")).unwrap();
+    let _shared = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockSharedNonblock).map_err(|(_, e)| e).unwrap();
+    let target = format!("{}/shared/a:v1", reg.addr());
+    strata_json(&root, &["--no-wait", "push", "a", &target, "--plain-http"]);
+    let err = strata_fails(&root, &["--no-wait", "rmi", "a"]);
+    assert!(err.contains("locked"), "{err}");
+}
+
+/// skopeo 1.18 copies what strata pushed (verifying every blob) to a layout whose tree is
+/// the image's, and podman 5.4 pulls it with containers/storage's zstd:chunked reader.
+#[test]
+fn skopeo_and_podman_read_what_strata_pushes() {
+    if !require_peers() || !require_tool("mkfs.xfs") || !require_tool("docker-registry") {
+        return;
+    }
+    let m = LoopMount::xfs(2048);
+    let src = source_store(&m);
+    let reg = Registry::start();
+    let target = format!("{}/interop/c:v1", reg.addr());
+    strata_json(&src, &["push", "c", &target, "--format", "zstd:chunked", "--plain-http"]);
+    let data = m.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    skopeo(&data, &["copy", "--src-tls-verify=false", &format!("docker://{target}"), "oci:/data/copied:v1"]);
+    let (x_skopeo, x_strata) = (m.path().join("x-skopeo"), m.path().join("x-strata"));
+    extract_layout(&data.join("copied"), "v1", &x_skopeo);
+    let exported = m.path().join("exported");
+    strata_json(&src, &["export", "c", &format!("oci:{}:v1", exported.display()), "--format", "tar"]);
+    extract_layout(&exported, "v1", &x_strata);
+    assert_same_tree(&x_strata, &x_skopeo);
+
+    // podman with partial pulls enabled: it reads the TOC and tar-split, checks them against
+    // each other and assembles the files from chunks ("Retrieved partial blob"; a blob it
+    // refused would be pulled in full instead). Its mount exists only in the chroot's mount
+    // namespace, so the tree is copied out (cp -a keeps modes, owners, times, xattrs, links).
+    let log = podman_sh(
+        &data,
+        &format!(
+            "podman --log-level=debug pull --tls-verify=false {target} 2>&1 && p=$(podman image mount {target}) && \
+             cp -a \"$p\" /data/podman-copy && podman image unmount {target} >/dev/null"
+        ),
+    );
+    assert!(log.contains("Retrieved partial blob"), "podman did not pull by chunks:\n{log}");
+    // The first layer is the whole of b; c's second layer adds etc/extra.conf.
+    assert_same_tree(&x_strata, &data.join("podman-copy"));
+}
+
+/// Runs `sh -c SCRIPT` in the trixie chroot (podman 5.4) with podman's storage in
+/// `data/podman` and partial pulls enabled.
+fn podman_sh(data: &Path, script: &str) -> String {
+    std::fs::write(
+        data.join("storage.conf"),
+        "[storage]\ndriver = \"overlay\"\ngraphroot = \"/data/podman\"\nrunroot = \"/data/podman-run\"\n\
+         [storage.options]\npull_options = {enable_partial_images = \"true\", use_hard_links = \"false\"}\n",
+    )
+    .unwrap();
+    let script_path = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/trixie-run.sh");
+    strata_testutil::run(
+        std::process::Command::new(script_path)
+            .arg(data)
+            .args(["env", "CONTAINERS_STORAGE_CONF=/data/storage.conf", "PODMAN_IGNORE_CGROUPSV1_WARNING=1"])
+            .args(["sh", "-c", script]),
+    )
+}
