@@ -442,14 +442,14 @@ fn copy_all(src: &File, dst: &File, len: u64) -> io::Result<()> {
 }
 
 enum Verifier {
-    Blake3(blake3::Hasher, Blake3Digest),
+    Blake3(Box<blake3::Hasher>, Blake3Digest),
     Sha256(strata_types::Sha256Hasher, Sha256Digest),
 }
 
 impl Verifier {
     fn new(e: Expect) -> Self {
         match e {
-            Expect::Blake3(d) => Verifier::Blake3(blake3::Hasher::new(), d),
+            Expect::Blake3(d) => Verifier::Blake3(Box::new(blake3::Hasher::new()), d),
             Expect::Sha256(d) => Verifier::Sha256(strata_types::Sha256Hasher::new(), d),
         }
     }

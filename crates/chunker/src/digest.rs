@@ -95,7 +95,7 @@ pub fn digest_file(file: &File, opts: HashOptions) -> io::Result<FileDigests> {
         return Ok(digest_bytes(&map, opts));
     }
     let mut buf = Vec::with_capacity(size as usize);
-    (&*file).take(size).read_to_end(&mut buf)?;
+    Read::take(file, size).read_to_end(&mut buf)?;
     Ok(digest_bytes(&buf, opts))
 }
 

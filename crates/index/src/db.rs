@@ -69,6 +69,9 @@ fn file_key(layer: LayerNum, file: u32) -> [u8; 8] {
     k
 }
 
+/// A record of a [`Table`]: key (without the table byte) and value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 #[derive(Clone, Copy, Debug)]
 enum LocOp {
     Add(Loc),
@@ -289,7 +292,7 @@ impl Index {
     }
 
     /// All (key, value) pairs of a table, keys without the table byte, in key order.
-    pub fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, IndexError> {
+    pub fn scan(&self, table: Table) -> Result<Vec<Record>, IndexError> {
         let prefix = [table as u8];
         let mut out = Vec::new();
         let it = self.db.iterator_cf(self.cf(CF_RECORDS), IteratorMode::From(&prefix, rocksdb::Direction::Forward));

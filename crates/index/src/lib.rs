@@ -15,5 +15,5 @@ mod codec;
 mod db;
 mod key;
 
-pub use db::{Batch, Index, IndexError, IndexStats, OpenMode, Table};
+pub use db::{Batch, Index, IndexError, IndexStats, OpenMode, Record, Table};
 pub use key::{Key, KeyKind, LayerNum, Loc, MAX_LOCS};

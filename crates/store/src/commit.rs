@@ -66,7 +66,7 @@ impl Store {
         let lowers = self.container_lowers(&rec);
         let merged = is_mounted(&dirs.merged).then_some(dirs.merged.as_path());
         let cs = diff_overlay(&dirs.upper, &lowers, merged)
-            .map_err(|e| StoreError::Invalid(format!("diffing {container}: {e}")))?;
+            .map_err(|source| StoreError::Diff { context: format!("diffing container {container}"), source })?;
         // Regular files can be cloned from where the differ read them, when that is the
         // upperdir (same filesystem as the store); a fallback reads the merged overlay view.
         let sources: HashMap<RelPath, PathBuf> = if cs.method == DiffMethod::Upperdir {
@@ -87,7 +87,8 @@ impl Store {
             });
             let ingested = ingest_tar(&self.index, &self.paths, &layer_dir, reader, LayerOrigin::Commit, Some(own));
             let written = producer.join().map_err(|_| StoreError::Invalid("the layer writer panicked".into()))?;
-            let stats = written.map_err(|e| StoreError::Invalid(format!("writing the layer of {container}: {e}")))?;
+            let stats = written
+                .map_err(|source| StoreError::Diff { context: format!("writing the layer of {container}"), source })?;
             let (staged, bytes) = ingested?;
             Ok::<_, StoreError>((staged, bytes, stats))
         })?;

@@ -34,6 +34,10 @@ pub enum StoreError {
     MissingLayer(LayerId),
     #[error("image config: {0}")]
     BadConfig(String),
+    #[error(transparent)]
+    Apply(#[from] strata_layer::apply::ApplyError),
+    #[error("{context}: {source}")]
+    Diff { context: String, source: strata_differ::DiffError },
     #[error("{0}")]
     Invalid(String),
     #[error("store is inconsistent: {0}")]

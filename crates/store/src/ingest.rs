@@ -322,8 +322,7 @@ pub(crate) fn ingest_tar(
         apply(&diff, tar, &opts, &mut writer, Some(&mut tap), &mut |a| {
             collected.observe(a);
             Ok(())
-        })
-        .map_err(|e| StoreError::Invalid(format!("{e}")))?
+        })?
     };
     let enc = recorder.finish().at(&ts_path)?;
     enc.finish().at(&ts_path)?;
