@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export STRATA_TEST_TMP ?= /var/tmp
 
-.PHONY: deps peers build release test demo demo-clean bench fmt clippy fuzz-build clean
+.PHONY: deps peers build release test demo demo-clean bench fmt clippy fuzz-build fuzz-smoke clean
 
 deps:
 	@scripts/install-deps.sh
@@ -39,6 +39,10 @@ fmt:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Every fuzz target for FUZZ_SECONDS (default 20) each, stable toolchain; fails on a crash.
+fuzz-smoke:
+	@scripts/fuzz-smoke.sh
 
 clean:
 	$(CARGO) clean

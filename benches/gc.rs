@@ -44,7 +44,8 @@ fn main() {
         let t = dir.path().join(format!("t{i}"));
         std::fs::create_dir_all(&t).unwrap();
         // One 1 MiB file per layer: the synthetic chunks point into it.
-        let data: Vec<u8> = (0..1u32 << 20).map(|j| (j.wrapping_mul(2654435761).wrapping_add(i as u32) >> 11) as u8).collect();
+        let data: Vec<u8> =
+            (0..1u32 << 20).map(|j| (j.wrapping_mul(2654435761).wrapping_add(i as u32) >> 11) as u8).collect();
         std::fs::write(t.join("data"), &data).unwrap();
         let layout = dir.path().join(format!("l{i}"));
         let tar = {
@@ -56,7 +57,12 @@ fn main() {
             out.into_inner().unwrap()
         };
         write_layout(&layout, &tar);
-        let st = Command::new(strata()).arg("--root").arg(&root).args(["import", &format!("oci:{}:v1", layout.display()), "--name", &format!("img{i}")]).output().unwrap();
+        let st = Command::new(strata())
+            .arg("--root")
+            .arg(&root)
+            .args(["import", &format!("oci:{}:v1", layout.display()), "--name", &format!("img{i}")])
+            .output()
+            .unwrap();
         assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     }
     // Layer numbers and the data file's number in each layer, from the records.
@@ -80,7 +86,10 @@ fn main() {
         for c in 0..n_chunks {
             let (layer, file) = layers[(c % layers.len() as u64) as usize];
             let off = (c * 4096) % (1 << 20);
-            b.add_loc(Key::Chunk(Blake3Digest::of(&c.to_le_bytes())), Loc { layer: LayerNum(layer), file, offset: off, len: 4096 });
+            b.add_loc(
+                Key::Chunk(Blake3Digest::of(&c.to_le_bytes())),
+                Loc { layer: LayerNum(layer), file, offset: off, len: 4096 },
+            );
             if b.loc_keys() >= 100_000 {
                 idx.commit(std::mem::replace(&mut b, idx.batch())).unwrap();
             }
@@ -103,8 +112,14 @@ fn main() {
     println!("| operation ({n_layers} layers, {n_chunks} index entries) | seconds | peak RSS (MiB) | result |");
     println!("|---|---:|---:|---|");
     println!("| fsck (sampled) | {fsck_s:.2} | {fsck_rss:.0} | |");
-    println!("| gc --dry-run | {dry_s:.2} | {dry_rss:.0} | {} layers, {} entries would go |", dry["layers_removed"], dry["index_entries_removed"]);
-    println!("| gc | {gc_s:.2} | {gc_rss:.0} | {} layers, {} entries removed, {} bytes freed |", gc["layers_removed"], gc["index_entries_removed"], gc["bytes_freed"]);
+    println!(
+        "| gc --dry-run | {dry_s:.2} | {dry_rss:.0} | {} layers, {} entries would go |",
+        dry["layers_removed"], dry["index_entries_removed"]
+    );
+    println!(
+        "| gc | {gc_s:.2} | {gc_rss:.0} | {} layers, {} entries removed, {} bytes freed |",
+        gc["layers_removed"], gc["index_entries_removed"], gc["bytes_freed"]
+    );
     println!("| fsck --full (after gc) | {full_s:.2} | {full_rss:.0} | |");
     println!("\npeak RSS is the largest of the strata processes run so far (getrusage RUSAGE_CHILDREN)");
 }

@@ -14,7 +14,8 @@
 //! index cannot produce a figure.
 //!
 //! `STRATA_BENCH_TMP` chooses the scratch parent directory (default `/var/tmp`, ext4 here);
-//! `STRATA_BENCH_INDEX_SIZES` overrides the key counts (comma-separated, e.g. `1000000`).
+//! `STRATA_BENCH_INDEX_SIZES` overrides the key counts (comma-separated, e.g. `1000000`);
+//! `STRATA_BENCH_KEEP` keeps the indexes (for a look with RocksDB's tools).
 
 use std::fs::File;
 use std::path::Path;
@@ -161,9 +162,9 @@ fn measure_lookups(dir: &Path, n: u64, hits: bool) -> LookupRow {
 }
 
 fn human(n: u64) -> String {
-    if n >= 1_000_000 && n % 1_000_000 == 0 {
+    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
         format!("{}M", n / 1_000_000)
-    } else if n >= 1000 && n % 1000 == 0 {
+    } else if n >= 1000 && n.is_multiple_of(1000) {
         format!("{}k", n / 1000)
     } else {
         n.to_string()
@@ -192,6 +193,9 @@ fn main() {
         let rows = [measure_lookups(&dir, n, true), measure_lookups(&dir, n, false)];
         size_rows.push(ins);
         lookup_rows.push((n, rows));
+        if std::env::var_os("STRATA_BENCH_KEEP").is_some() {
+            eprintln!("kept {}", scratch.keep().display());
+        }
     }
 
     println!("### Index size and insert throughput\n");

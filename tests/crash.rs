@@ -2,7 +2,9 @@
 //! store must be consistent (fsck --full, which runs recovery first), every image committed
 //! before the kill intact, and the interrupted operation either complete or absent.
 //!
-//! `STRATA_KILL_TRIALS` sets the number of trials per command (default 40: ~200 in all).
+//! The commands: import, commit, rmi, gc, and pull (a partial zstd:chunked pull from a real
+//! `docker-registry`, reusing chunks of the store's base image). `STRATA_KILL_TRIALS` sets
+//! the number of trials per command (default 40: ~200 in all).
 
 mod common;
 
@@ -66,7 +68,10 @@ fn check(root: &Path, before: &BTreeMap<String, String>, op: &str, target: Optio
         assert_eq!(after.get(name), Some(digest), "after killing {op}: image {name} changed or vanished");
     }
     for name in after.keys() {
-        assert!(before.contains_key(name) || Some(name.as_str()) == target, "after killing {op}: unexpected image {name}");
+        assert!(
+            before.contains_key(name) || Some(name.as_str()) == target,
+            "after killing {op}: unexpected image {name}"
+        );
     }
     after
 }
@@ -80,7 +85,7 @@ fn duration_of(root: &Path, args: &[&str]) -> Duration {
 }
 
 fn layouts(dir: &Path) -> Vec<PathBuf> {
-    (0..3u64)
+    (0..4u64)
         .map(|i| {
             let t = dir.join(format!("tree{i}"));
             sample_tree(&t, 100 + i);
@@ -96,7 +101,7 @@ fn layouts(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn sigkill_at_any_moment_leaves_a_consistent_store() {
-    if !strata_testutil::require_root() {
+    if !strata_testutil::require_root() || !strata_testutil::require_tool("docker-registry") {
         return;
     }
     let dir = tempfile::Builder::new().prefix("strata-crash-").tempdir_in(strata_testutil::scratch_base()).unwrap();
@@ -104,14 +109,26 @@ fn sigkill_at_any_moment_leaves_a_consistent_store() {
     let ls = layouts(dir.path());
     let src = |i: usize| format!("oci:{}:v1", ls[i].display());
     strata_json(&root, &["import", &src(0), "--name", "base"]);
-    let mut rng = StdRng::seed_from_u64(std::env::var("STRATA_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1));
+    // The image to pull: layout 3 pushed as zstd:chunked from a separate store.
+    let reg = strata_testutil::Registry::start();
+    let remote = format!("{}/crash/p:v1", reg.addr());
+    let producer = dir.path().join("producer");
+    strata_json(&producer, &["import", &src(3), "--name", "p"]);
+    strata_json(&producer, &["push", "p", &remote, "--format", "zstd:chunked", "--plain-http"]);
+    let mut rng =
+        StdRng::seed_from_u64(std::env::var("STRATA_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1));
     let n = trials();
 
     // Measure each operation once (then undo it) to know how long to let it run.
     let t_import = duration_of(&root, &["import", &src(1), "--name", "probe"]);
     strata(&root, &["rmi", "probe"]);
     let t_gc = duration_of(&root, &["gc"]);
-    let mut killed = 0;
+    let pull = |name: &str| -> Vec<String> {
+        ["pull", &remote, "--name", name, "--plain-http"].iter().map(|s| s.to_string()).collect()
+    };
+    let t_pull = duration_of(&root, &pull("probe").iter().map(String::as_str).collect::<Vec<_>>());
+    strata(&root, &["rmi", "probe"]);
+    let (mut killed, mut killed_pulls) = (0, 0);
     let mut current = images(&root);
     for trial in 0..n {
         // import
@@ -143,6 +160,19 @@ fn sigkill_at_any_moment_leaves_a_consistent_store() {
         killed += run_and_kill(&root, &["gc"], t_gc.mul_f64(rng.random_range(0.0..1.3))) as usize;
         current = check(&root, &current, "gc", None);
 
+        // pull (then drop what it pulled, so that the next pull has work to do again)
+        let name = format!("pul{trial}");
+        let args = pull(&name);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let k = run_and_kill(&root, &args, t_pull.mul_f64(rng.random_range(0.0..1.3))) as usize;
+        (killed, killed_pulls) = (killed + k, killed_pulls + k);
+        current = check(&root, &current, "pull", Some(&name));
+        if current.contains_key(&name) {
+            verify_image_reads(&root, &name);
+            assert!(strata(&root, &["rmi", &name]).status.success());
+            current = images(&root);
+        }
+
         // Keep the store small: drop everything but base now and then.
         if current.len() > 6 {
             for k in current.keys().filter(|k| k.as_str() != "base") {
@@ -151,6 +181,18 @@ fn sigkill_at_any_moment_leaves_a_consistent_store() {
             current = images(&root);
         }
     }
-    eprintln!("{} trials, {killed} processes killed mid-way", n * 4);
+    eprintln!("{} trials, {killed} processes killed mid-way ({killed_pulls} pulls)", n * 5);
     assert!(killed > n, "too few kills landed mid-operation ({killed}): the harness is not exercising crashes");
+}
+
+/// A pulled image's files read back through a container and match the producer's tree
+/// (layout 3's tree, kept beside the layouts).
+fn verify_image_reads(root: &Path, image: &str) {
+    let c = format!("v-{image}");
+    assert!(strata(root, &["container", "create", image, &c]).status.success());
+    let merged = String::from_utf8(strata(root, &["container", "mount", &c]).stdout).unwrap();
+    let merged = Path::new(merged.trim());
+    let tree = root.parent().unwrap().join("tree3");
+    assert_same_tree(&tree, merged);
+    assert!(strata(root, &["container", "rm", &c]).status.success());
 }

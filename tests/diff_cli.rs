@@ -42,7 +42,17 @@ fn base_target_in_every_format_rebuilds_the_target() {
     fs::write(target.join("usr/bin/tool"), tool).unwrap();
     for format in ["tar", "tar+zstd", "tar+gzip", "zstd:chunked"] {
         let out = dir.path().join(format!("layer-{}", format.replace([':', '+'], "-")));
-        let args = ["diff", "--base", base.to_str().unwrap(), "--target", target.to_str().unwrap(), "-o", out.to_str().unwrap(), "--format", format];
+        let args = [
+            "diff",
+            "--base",
+            base.to_str().unwrap(),
+            "--target",
+            target.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--format",
+            format,
+        ];
         let j = strata_json(&dir.path().join("unused-store"), &args);
         assert_eq!(j["method"], "double-walk");
         assert!(j["fallback_reason"].is_null());
@@ -81,8 +91,20 @@ fn upper_and_mount_forms_on_a_real_overlay() {
     fs::remove_file(merged.join("usr/lib/deep/er/data")).unwrap();
     fs::write(merged.join("new"), "n").unwrap();
     let store = d.join("unused-store");
-    let a = strata_json(&store, &["diff", "--upper", upper.to_str().unwrap(), "--lower", lower.to_str().unwrap(), "-o", d.join("a.tar").to_str().unwrap()]);
-    let b = strata_json(&store, &["diff", "--mount", merged.to_str().unwrap(), "-o", d.join("b.tar").to_str().unwrap()]);
+    let a = strata_json(
+        &store,
+        &[
+            "diff",
+            "--upper",
+            upper.to_str().unwrap(),
+            "--lower",
+            lower.to_str().unwrap(),
+            "-o",
+            d.join("a.tar").to_str().unwrap(),
+        ],
+    );
+    let b =
+        strata_json(&store, &["diff", "--mount", merged.to_str().unwrap(), "-o", d.join("b.tar").to_str().unwrap()]);
     assert_eq!(a["method"], "upperdir");
     assert_eq!(a["whiteouts"], 1);
     assert_eq!(a, b, "--mount finds the same upper and lowers");
@@ -101,7 +123,8 @@ fn upper_and_mount_forms_on_a_real_overlay() {
     }
     let m2 = OverlayMount::new(&[&lower], &upper2, &work2, &merged2, "index=off,redirect_dir=on");
     fs::rename(merged2.join("usr/lib/deep"), merged2.join("usr/lib/moved")).unwrap();
-    let c = strata_json(&store, &["diff", "--mount", merged2.to_str().unwrap(), "-o", d.join("c.tar").to_str().unwrap()]);
+    let c =
+        strata_json(&store, &["diff", "--mount", merged2.to_str().unwrap(), "-o", d.join("c.tar").to_str().unwrap()]);
     assert_eq!(c["method"], "double-walk", "{c}");
     assert!(c["fallback_reason"].as_str().unwrap().contains("redirect"), "{c}");
     let copy2 = d.join("copy2");

@@ -15,6 +15,21 @@ fn free_bytes(p: &Path) -> u64 {
     st.blocks_free() * st.fragment_size()
 }
 
+/// Free bytes once earlier deletes have been processed (XFS frees blocks in the background).
+fn settled_free_bytes(p: &Path) -> u64 {
+    let mut last = free_bytes(p);
+    for _ in 0..100 {
+        nix::unistd::sync();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = free_bytes(p);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
 #[test]
 fn gc_frees_space_only_when_the_last_owner_goes() {
     if !require_root() || !require_tool("mkfs.xfs") {
@@ -63,12 +78,20 @@ fn gc_frees_space_only_when_the_last_owner_goes() {
 
     // Make b garbage without rmi's own cleanup: drop the image record via rmi, then check
     // gc's dry run predicts what gc frees, and that the filesystem gets it back.
-    let before_free = free_bytes(m.path());
+    let before_free = settled_free_bytes(m.path());
     let dry_before = strata_json(&root, &["gc", "--dry-run"]);
     assert_eq!(dry_before["layers_removed"], 0);
     assert!(strata(&root, &["rmi", "b"]).status.success());
-    let after_rmi_free = free_bytes(m.path());
-    let freed_by_rmi = after_rmi_free.saturating_sub(before_free);
+    // XFS frees unlinked inodes' blocks in a background worker: wait for it (bounded).
+    let mut freed_by_rmi = 0;
+    for _ in 0..200 {
+        nix::unistd::sync();
+        freed_by_rmi = free_bytes(m.path()).saturating_sub(before_free);
+        if freed_by_rmi >= 30 << 20 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(freed_by_rmi >= 30 << 20, "rmi of the last owner frees its blocks: {freed_by_rmi}");
     let df = strata_json(&root, &["df"]);
     assert_eq!((df["images"].as_u64(), df["layers"].as_u64()), (Some(0), Some(0)), "{df}");

@@ -57,7 +57,7 @@ fn header(name: &[u8], typeflag: u8, link: &[u8], size: u64, dev: (u32, u32)) ->
 }
 
 fn pad(v: &mut Vec<u8>) {
-    while v.len() % 512 != 0 {
+    while !v.len().is_multiple_of(512) {
         v.push(0);
     }
 }
@@ -141,11 +141,16 @@ fn hostile_layers_are_rejected_and_change_nothing() {
     let root = work.join("store");
     // A store with an image in it, so "unchanged" means something.
     let good = work.join("good");
-    image_from_trees(&good, "v1", &[&{
-        let t = work.join("t");
-        sample_tree(&t, 3);
-        t
-    }], Compression::Gzip);
+    image_from_trees(
+        &good,
+        "v1",
+        &[&{
+            let t = work.join("t");
+            sample_tree(&t, 3);
+            t
+        }],
+        Compression::Gzip,
+    );
     strata_json(&root, &["import", &format!("oci:{}:v1", good.display()), "--name", "good"]);
 
     let ok_layer = tar_of(&[dir("etc/"), file("etc/ok", b"fine")]);

@@ -390,7 +390,8 @@ fn injected_conflicts_are_reported_and_only_they() {
     import(&root, &layout, "base");
     // (change of input 1, change of input 2, expected conflict kind at which paths)
     type Change<'a> = (&'a str, &'a str, &'a str);
-    let plan: Vec<(Change, Change, Vec<(&str, &str)>)> = vec![
+    type Expected<'a> = Vec<(&'a str, &'a str)>;
+    let plan: Vec<(Change, Change, Expected)> = vec![
         (("write", "s/f1", "one"), ("write", "s/f1", "two"), vec![("s/f1", "content")]),
         (("write", "s/f2", "same"), ("write", "s/f2", "same"), vec![]),
         (("chmod", "s/f3", "600"), ("chmod", "s/f3", "640"), vec![("s/f3", "mode")]),

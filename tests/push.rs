@@ -155,8 +155,28 @@ fn skopeo_and_podman_read_what_strata_pushes() {
         ),
     );
     assert!(log.contains("Retrieved partial blob"), "podman did not pull by chunks:\n{log}");
-    // The first layer is the whole of b; c's second layer adds etc/extra.conf.
-    assert_same_tree(&x_strata, &data.join("podman-copy"));
+    // containers/storage's partial pull leaves directories and symlinks with the time it
+    // created them (its own skopeo-made blobs too): their mtimes are not compared.
+    let (want, got) = (without_dir_times(snapshot(&x_strata)), without_dir_times(snapshot(&data.join("podman-copy"))));
+    assert_eq!(want.len(), got.len());
+    for (k, v) in &want {
+        assert_eq!(Some(v), got.get(k), "{k} differs in podman's tree");
+    }
+}
+
+/// A snapshot with the mtimes of directories and symlinks blanked.
+fn without_dir_times(s: std::collections::BTreeMap<String, String>) -> std::collections::BTreeMap<String, String> {
+    s.into_iter()
+        .map(|(k, v)| {
+            if v.starts_with("mode=40") || v.starts_with("mode=120") {
+                let (a, b) = v.split_once(" mtime=").unwrap();
+                let rest = b.split_once(' ').unwrap().1;
+                (k, format!("{a} {rest}"))
+            } else {
+                (k, v)
+            }
+        })
+        .collect()
 }
 
 /// Runs `sh -c SCRIPT` in the trixie chroot (podman 5.4) with podman's storage in

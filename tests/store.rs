@@ -62,7 +62,9 @@ fn import_container_commit_export_reimport_on_xfs() {
     fs::set_permissions(merged.join("usr/bin/tool"), fs::Permissions::from_mode(0o700)).unwrap();
     fs::remove_file(merged.join("etc/passwd-")).unwrap();
     // redirect_dir=off: rename(2) of a lower directory is EXDEV; mv copies and deletes.
-    strata_testutil::run(std::process::Command::new("mv").arg(merged.join("usr/lib/deep")).arg(merged.join("usr/lib/moved")));
+    strata_testutil::run(
+        std::process::Command::new("mv").arg(merged.join("usr/lib/deep")).arg(merged.join("usr/lib/moved")),
+    );
     std::os::unix::fs::symlink("/etc/new.conf", merged.join("etc/link")).unwrap();
 
     let c = strata_json(&root, &["commit", "c1", "b2"]);

@@ -11,16 +11,16 @@
 //! payloads, and record to the very same JSON.
 #![no_main]
 
-use std::fs::File;
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, Write};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use strata_fuzz::content;
-use strata_layer::{TarOut, Tee};
 use strata_layer::parse::TarReader;
 use strata_layer::tarsplit::{Record, RecordReader, TarSplitError, TarSplitRecorder, regenerate};
+use strata_layer::{TarOut, Tee};
 
 static FILE: OnceLock<File> = OnceLock::new();
 

@@ -75,9 +75,17 @@ fn assembled(input: &[u8]) {
     let toc_json = String::from_utf8_lossy(toc_json).replace("TSDIGEST", &digest);
     let toc_z = zstd::bulk::compress(toc_json.as_bytes(), 1).unwrap();
     let mut blob = data.to_vec();
-    let toc = Position { offset: blob.len() as u64 + 8, length: toc_z.len() as u64, uncompressed_length: toc_json.len() as u64 };
+    let toc = Position {
+        offset: blob.len() as u64 + 8,
+        length: toc_z.len() as u64,
+        uncompressed_length: toc_json.len() as u64,
+    };
     blob.extend(encode_skippable(&toc_z).unwrap());
-    let ts = Position { offset: blob.len() as u64 + 8, length: ts_z.len() as u64, uncompressed_length: ts_json.len() as u64 };
+    let ts = Position {
+        offset: blob.len() as u64 + 8,
+        length: ts_z.len() as u64,
+        uncompressed_length: ts_json.len() as u64,
+    };
     blob.extend(encode_skippable(&ts_z).unwrap());
     check(&blob, &ChunkedAnnotations { toc_digest: Sha256Digest::of(&toc_z), toc, tar_split: Some(ts) });
 }

@@ -12,9 +12,31 @@ use crate::input::Bytes;
 
 /// Name components; `..`, `.`, empty and whiteout names on purpose.
 const COMPONENTS: &[&[u8]] = &[
-    b"a", b"b", b"c", b"dir", b"f", b"lnk", b"up", b"abs", b".wh.a", b".wh.b", b".wh.lnk", b".wh.dir",
-    b".wh..wh..opq", b".wh..wh.plnk", b".wh.", b".wh..", b".", b"..", b"", b"sentinel", b"x y", b"\xc3\xa9",
-    b"\xff\xfe", b"etc", b"passwd",
+    b"a",
+    b"b",
+    b"c",
+    b"dir",
+    b"f",
+    b"lnk",
+    b"up",
+    b"abs",
+    b".wh.a",
+    b".wh.b",
+    b".wh.lnk",
+    b".wh.dir",
+    b".wh..wh..opq",
+    b".wh..wh.plnk",
+    b".wh.",
+    b".wh..",
+    b".",
+    b"..",
+    b"",
+    b"sentinel",
+    b"x y",
+    b"\xc3\xa9",
+    b"\xff\xfe",
+    b"etc",
+    b"passwd",
 ];
 
 /// Symlink and hardlink targets beyond generated names.
@@ -92,7 +114,7 @@ pub struct Spec {
 }
 
 fn name(b: &mut Bytes<'_>) -> Vec<u8> {
-    if b.u8() % 16 == 0 {
+    if b.u8().is_multiple_of(16) {
         return b.slice(160).to_vec();
     }
     let mut out = Vec::new();
@@ -106,9 +128,10 @@ fn name(b: &mut Bytes<'_>) -> Vec<u8> {
         if i > 0 {
             out.push(b'/');
         }
-        out.extend_from_slice(*b.pick(COMPONENTS));
+        let component: &[u8] = b.pick::<&[u8]>(COMPONENTS);
+        out.extend_from_slice(component);
     }
-    if b.u8() % 8 == 0 {
+    if b.u8().is_multiple_of(8) {
         out.push(b'/');
     }
     out
@@ -128,7 +151,7 @@ impl Spec {
             match typeflag {
                 b'0' | b'7' | 0 => e.size = u64::from(b.u16() % 3000),
                 b'1' | b'2' => {
-                    e.link = if b.u8() % 4 == 0 { b.pick(TARGETS).to_vec() } else { name(b) };
+                    e.link = if b.u8().is_multiple_of(4) { b.pick(TARGETS).to_vec() } else { name(b) };
                 }
                 b'3' | b'4' => e.dev = (u32::from(b.u8() % 3), u32::from(b.u8() % 3)),
                 _ => {}
@@ -152,10 +175,10 @@ impl Spec {
             e.style = *b.pick(&[NameStyle::Header, NameStyle::Header, NameStyle::Pax, NameStyle::Gnu]);
             spec.entries.push(e);
         }
-        if b.u8() % 16 == 0 {
+        if b.u8().is_multiple_of(16) {
             spec.truncate = b.u16() % 1100;
         }
-        if b.u8() % 16 == 0 {
+        if b.u8().is_multiple_of(16) {
             spec.trailer = b.slice(64).to_vec();
         }
         spec

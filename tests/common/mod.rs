@@ -30,7 +30,8 @@ pub fn strata_json(root: &Path, args: &[&str]) -> serde_json::Value {
     a.push("--json");
     let out = strata(root, &a);
     assert!(out.status.success(), "strata {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("strata {args:?}: bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("strata {args:?}: bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Runs strata expecting failure; returns stderr.
@@ -159,8 +160,10 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
                 .map(|l| {
                     l.filter_map(|n| {
                         let n = n.to_string_lossy().into_owned();
-                        (!n.starts_with("trusted.overlay.") && !n.starts_with("user.overlay.") && !n.starts_with("security.selinux"))
-                            .then(|| format!("{n}={:?}", xattr::get(&p, &n).ok().flatten()))
+                        (!n.starts_with("trusted.overlay.")
+                            && !n.starts_with("user.overlay.")
+                            && !n.starts_with("security.selinux"))
+                        .then(|| format!("{n}={:?}", xattr::get(&p, &n).ok().flatten()))
                     })
                     .collect()
                 })

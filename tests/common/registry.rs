@@ -40,7 +40,12 @@ pub fn skopeo(hostdir: &Path, args: &[&str]) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/trixie-run.sh");
     let mut cmd = Command::new(script);
     cmd.arg(hostdir)
-        .args(["sh", "-c", "mkdir -p /var/lib/containers && mount -t tmpfs tmpfs /var/lib/containers && exec skopeo \"$@\"", "skopeo"])
+        .args([
+            "sh",
+            "-c",
+            "mkdir -p /var/lib/containers && mount -t tmpfs tmpfs /var/lib/containers && exec skopeo \"$@\"",
+            "skopeo",
+        ])
         .args(args);
     strata_testutil::run(&mut cmd)
 }
@@ -117,7 +122,8 @@ pub fn store_state(root: &Path) -> (serde_json::Value, serde_json::Value, Vec<St
 /// The layer ids of an image, from `strata images --json`.
 pub fn image_layers(root: &Path, image: &str) -> Vec<String> {
     let v = strata_json(root, &["images"]);
-    let img = v["images"].as_array().unwrap().iter().find(|i| i["name"] == image).unwrap_or_else(|| panic!("{image}: {v}"));
+    let img =
+        v["images"].as_array().unwrap().iter().find(|i| i["name"] == image).unwrap_or_else(|| panic!("{image}: {v}"));
     img["layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()).collect()
 }
 
@@ -292,6 +298,23 @@ pub fn http_get(addr: &str, path: &str, accept: &str) -> (u16, Vec<u8>) {
     assert!(header(&head, "transfer-encoding").is_none(), "chunked answers are not handled here: {head}");
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, resp[at..].to_vec())
+}
+
+/// `PUT http://ADDR/v2/REPO/manifests/TAG` of an OCI image manifest; returns the status.
+pub fn put_manifest(addr: &str, repo: &str, tag: &str, m: &strata_oci::ImageManifest) -> u16 {
+    let body = serde_json::to_vec(m).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "PUT /v2/{repo}/manifests/{tag} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        strata_oci::media::IMAGE_MANIFEST,
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    String::from_utf8_lossy(&resp).split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// The image manifest of `repo:tag` in the registry at `addr`.

@@ -166,7 +166,7 @@ pub struct Changeset {
 
 impl Changeset {
     pub(crate) fn new(method: DiffMethod, mut changes: Vec<Change>) -> Changeset {
-        changes.sort_by(Change::layer_order);
+        changes.sort_by_cached_key(order_key);
         changes.dedup_by(|a, b| a.tar_path() == b.tar_path());
         Changeset { method, fallback_reason: None, changes, _mounts: Vec::new() }
     }

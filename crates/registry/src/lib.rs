@@ -69,8 +69,11 @@ pub mod fuzzing {
         crate::multipart::content_range(value)
     }
 
+    /// One part of a `multipart/byteranges` body: its range in the blob and its bytes.
+    pub type Part = (Range<u64>, Vec<u8>);
+
     /// Every part of a `multipart/byteranges` body, or the first error as text.
-    pub fn multipart_parts(body: &[u8], boundary: &str, max_part: u64) -> Result<Vec<(Range<u64>, Vec<u8>)>, String> {
+    pub fn multipart_parts(body: &[u8], boundary: &str, max_part: u64) -> Result<Vec<Part>, String> {
         let mut parts = crate::multipart::Multipart::new(body, boundary);
         let mut out = Vec::new();
         loop {

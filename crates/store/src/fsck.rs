@@ -157,7 +157,7 @@ impl Store {
                     ));
                     continue;
                 }
-                if n % every != 0 {
+                if !n.is_multiple_of(every) {
                     continue;
                 }
                 checked += 1;

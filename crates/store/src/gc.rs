@@ -36,6 +36,25 @@ fn free_bytes(path: &Path) -> Result<u64, StoreError> {
     Ok(st.blocks_free() * st.fragment_size())
 }
 
+/// Free bytes once the filesystem has caught up with what was deleted. XFS frees the blocks
+/// of unlinked inodes in a background worker (inodegc) that neither `syncfs` nor `statfs`
+/// waits for, so a single reading right after the deletes can miss all of it: read until two
+/// readings 50 ms apart agree (at most ~5 s).
+fn settled_free_bytes(path: &Path) -> Result<u64, StoreError> {
+    syncfs(path)?;
+    let mut last = free_bytes(path)?;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        syncfs(path)?;
+        let now = free_bytes(path)?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(last)
+}
+
 impl Store {
     pub fn gc(&self, dry_run: bool) -> Result<GcReport, StoreError> {
         self.require_write()?;
@@ -71,8 +90,7 @@ impl Store {
             return Ok(report);
         }
 
-        syncfs(self.paths.root())?;
-        let before = free_bytes(self.paths.root())?;
+        let before = settled_free_bytes(self.paths.root())?;
         report.staging_removed += crate::staging::sweep(&self.paths)?;
         // Dead layers go with their own keys (exact), then a scan removes whatever else
         // points nowhere (layers removed by a crash mid-way, records lost to damage).
@@ -89,8 +107,7 @@ impl Store {
         self.index.commit(b)?;
         self.index.compact();
         report.index_entries_removed = exact + removed;
-        syncfs(self.paths.root())?;
-        let after = free_bytes(self.paths.root())?;
+        let after = settled_free_bytes(self.paths.root())?;
         report.bytes_freed = after.saturating_sub(before);
         report.seconds = start.elapsed().as_secs_f64();
         Ok(report)

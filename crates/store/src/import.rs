@@ -177,6 +177,9 @@ impl Store {
     }
 }
 
+/// What `consume` returned, and whether the blob verified (digest and size).
+pub(crate) type ConsumedAndVerified<T> = (Result<T, StoreError>, Result<(), StoreError>);
+
 /// Decompresses `blob` on a thread of its own, feeding `consume` through a pipe, so that
 /// decompression and blob hashing overlap with applying the layer. Returns what `consume`
 /// returned and the blob's verification (its digest and size, checked after reading it all).
@@ -186,7 +189,7 @@ pub(crate) fn ingest_decompressed<B, T>(
     fetched: &std::sync::atomic::AtomicU64,
     progress: &dyn Progress,
     consume: impl FnOnce(std::io::PipeReader) -> Result<T, StoreError>,
-) -> Result<(Result<T, StoreError>, Result<(), StoreError>), StoreError>
+) -> Result<ConsumedAndVerified<T>, StoreError>
 where
     B: Read + Send + FinishBlob,
 {

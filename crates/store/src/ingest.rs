@@ -85,11 +85,6 @@ impl<'a> DedupWriter<'a> {
         }
     }
 
-    /// Whether clones have worked on this store's filesystem so far.
-    pub fn reflinks_work(&self) -> bool {
-        self.assembler.reflinks_work()
-    }
-
     /// Writes a file with content `data` (or, when `data` is `None`, only known by its
     /// digests and present in `own`) into `dst`. `own` is a file holding this very content
     /// (a spill file, or the container's upper file on commit): bytes cloned from it are

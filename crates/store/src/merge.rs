@@ -188,7 +188,7 @@ impl Store {
         let names: Vec<&str> = inputs.iter().map(ImageName::as_str).collect();
         let command = format!("strata merge {name} {}", names.join(" "));
         let config = merged_config(&imgs, &stack, &command)?;
-        let created = !(fail_on_conflict && !conflicts.is_empty());
+        let created = !fail_on_conflict || conflicts.is_empty();
         if created {
             let record = ImageRecord {
                 name: name.clone(),

@@ -154,8 +154,11 @@ impl Store {
                 "{reference}: push to a tag (the manifest's digest is only known once it is written)"
             )));
         }
-        let copts =
-            ClientOptions { plain_http: opts.plain_http, auth_file: opts.auth_file.clone(), ..ClientOptions::default() };
+        let copts = ClientOptions {
+            plain_http: opts.plain_http,
+            auth_file: opts.auth_file.clone(),
+            ..ClientOptions::default()
+        };
         let client = Client::for_reference(&r, copts).map_err(registry_err)?;
         let repo = r.repository().to_owned();
         progress.start("pushing", None);

@@ -78,10 +78,7 @@ fn plain_tars() -> Vec<(&'static str, Vec<u8>)> {
 fn hostile_tars() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("through_lower_symlink", spec(vec![EntrySpec::file(b"lnk/owned", 3), EntrySpec::file(b"abs/owned", 3)])),
-        (
-            "through_own_symlink",
-            spec(vec![EntrySpec::link(b'2', b"x", b"../sentinel"), EntrySpec::file(b"x/file", 3)]),
-        ),
+        ("through_own_symlink", spec(vec![EntrySpec::link(b'2', b"x", b"../sentinel"), EntrySpec::file(b"x/file", 3)])),
         ("hardlink_out", spec(vec![EntrySpec::link(b'1', b"h", b"lnk/file"), EntrySpec::link(b'1', b"g", b"up/x")])),
         ("whiteout_through_symlink", spec(vec![EntrySpec::file(b"lnk/.wh.file", 0), EntrySpec::file(b"dir/c", 1)])),
         ("opaque_symlink", spec(vec![EntrySpec::file(b"lnk/.wh..wh..opq", 0)])),
@@ -91,7 +88,11 @@ fn hostile_tars() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "dot_dot",
-            spec(vec![EntrySpec::file(b"../sentinel/file", 1), EntrySpec::file(b"/etc/x", 1), EntrySpec::file(b"a/../../x", 1)]),
+            spec(vec![
+                EntrySpec::file(b"../sentinel/file", 1),
+                EntrySpec::file(b"/etc/x", 1),
+                EntrySpec::file(b"a/../../x", 1),
+            ]),
         ),
         ("overlay_xattr", {
             let mut d = EntrySpec::new(b'5', b"d/");

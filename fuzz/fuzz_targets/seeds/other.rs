@@ -10,7 +10,9 @@ use strata_types::{Blake3Digest, Entry, EntryKind, RelPath, Sha256Digest, Timest
 const D: &str = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 
 fn oci(put: &dyn Fn(&str, &str, &[u8])) {
-    let desc = format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+zstd","digest":"{D}","size":3,"annotations":{{"io.github.containers.zstd-chunked.manifest-position":"1:2:3:1"}},"urls":["x"]}}"#);
+    let desc = format!(
+        r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+zstd","digest":"{D}","size":3,"annotations":{{"io.github.containers.zstd-chunked.manifest-position":"1:2:3:1"}},"urls":["x"]}}"#
+    );
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D}","size":3}},"layers":[{desc}],"annotations":{{"a":"b"}},"subject":{{"x":1.5e3}}}}"#
     );

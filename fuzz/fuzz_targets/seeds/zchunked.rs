@@ -37,7 +37,8 @@ pub fn write(put: &dyn Fn(&str, &str, &[u8])) {
     let (blob, result) = r.into_tap().finish().unwrap();
     let Ok(LayerFormat::ZstdChunked(a)) = detect(&result.annotations) else { panic!() };
     let ts = a.tar_split.unwrap();
-    let slice = |p: strata_zstd_chunked::annotations::Position| &blob[p.offset as usize..(p.offset + p.length) as usize];
+    let slice =
+        |p: strata_zstd_chunked::annotations::Position| &blob[p.offset as usize..(p.offset + p.length) as usize];
     let toc_json = zstd::stream::decode_all(slice(a.toc)).unwrap();
     let ts_json = zstd::stream::decode_all(slice(ts)).unwrap();
     let toc_text = String::from_utf8(toc_json.clone()).unwrap();

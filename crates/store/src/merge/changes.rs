@@ -1,7 +1,7 @@
 //! Changesets computed from views, never from the files: the objects they name are written
 //! later from their layer directories (`source`), and only those files are read.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use strata_differ::{Change, ChangeKind, InodeKey};
 use strata_types::{EntryKind, RelPath};
@@ -69,14 +69,14 @@ fn same(a: &View, an: &Node, b: &View, bn: &Node, p: &RelPath) -> bool {
 /// each top-most path `a` has and `b` does not.
 pub(crate) fn metadata_diff(a: &View, b: &View) -> Result<Vec<Change>, StoreError> {
     let mut out = Vec::new();
-    for (p, bn) in &b.nodes {
+    for (p, bn) in b.iter() {
         match a.get(p) {
             None => out.push(object(b, p, bn, ChangeKind::Add)),
             Some(an) if !same(a, an, b, bn, p) => out.push(object(b, p, bn, ChangeKind::Modify)),
             Some(_) => {}
         }
     }
-    for p in a.nodes.keys() {
+    for (p, _) in a.iter() {
         if b.get(p).is_none() && b.has_dir(&p.parent().unwrap_or_default()) {
             out.push(marker(ChangeKind::Delete, p));
         }
@@ -91,9 +91,9 @@ pub(crate) fn metadata_diff(a: &View, b: &View) -> Result<Vec<Change>, StoreErro
 /// delete that `a` has (unless an opaque parent already hides it).
 pub(crate) fn squash_diff(a: &View, b: &View, from: usize) -> Result<Vec<Change>, StoreError> {
     let from = from as u32;
-    let touched: BTreeSet<&RelPath> = b.stack[from as usize..].iter().flat_map(|l| l.touched()).collect();
+    let touched: HashSet<&RelPath> = b.stack[from as usize..].iter().flat_map(|l| l.touched()).collect();
     let mut out = Vec::new();
-    if b.root_cut >= from && from > 0 && !a.nodes.is_empty() {
+    if b.root_cut >= from && from > 0 && !a.is_empty() {
         out.push(marker(ChangeKind::Opaque, &RelPath::root()));
     }
     for p in touched {
@@ -121,7 +121,7 @@ pub(crate) fn squash_diff(a: &View, b: &View, from: usize) -> Result<Vec<Change>
 
 /// Every object of `b`: a one-layer image of the same root filesystem.
 pub(crate) fn full(b: &View) -> Result<Vec<Change>, StoreError> {
-    let mut out: Vec<Change> = b.nodes.iter().map(|(p, n)| object(b, p, n, ChangeKind::Add)).collect();
+    let mut out: Vec<Change> = b.iter().map(|(p, n)| object(b, p, n, ChangeKind::Add)).collect();
     complete(None, b, &mut out)?;
     Ok(out)
 }
@@ -142,7 +142,7 @@ fn complete(a: Option<&View>, b: &View, out: &mut Vec<Change>) -> Result<(), Sto
         }
     }
     out.append(&mut extra);
-    let mut parents = BTreeSet::new();
+    let mut parents = HashSet::new();
     for c in out.iter() {
         parents.extend(c.path.ancestors());
         if c.kind == ChangeKind::Opaque && !c.path.is_root() {

@@ -9,12 +9,12 @@
 //! mode, owner or xattrs. Modification times are not compared (two inputs that both add a
 //! file to `/usr/bin` both change its mtime; the later input's wins and nobody minds).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use serde::Serialize;
 use strata_types::{Blake3Digest, Entry, EntryKind, ImageName, RelPath};
 
-use super::view::View;
+use super::view::{View, tree_key};
 
 /// How two inputs disagree about a path, most serious first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -136,7 +136,9 @@ fn classify(earlier: &Option<Seen>, later: &Option<Seen>) -> Option<ConflictKind
 /// The conflicts between `inputs` (in merge order), in tree order of their paths.
 pub(crate) fn find(inputs: &[Input<'_>]) -> Vec<Conflict> {
     let touches: Vec<Touches> = inputs.iter().map(Touches::of).collect();
-    let candidates: BTreeSet<&RelPath> = touches.iter().flat_map(|t| &t.exact).filter(|p| !p.is_root()).collect();
+    let candidates: HashSet<&RelPath> = touches.iter().flat_map(|t| &t.exact).filter(|p| !p.is_root()).collect();
+    let mut candidates: Vec<&RelPath> = candidates.into_iter().collect();
+    candidates.sort_by_cached_key(|p| tree_key(p));
     let mut out = Vec::new();
     for p in candidates {
         let who: Vec<usize> = (0..inputs.len()).filter(|&i| touches[i].touches(p)).collect();

@@ -2,7 +2,7 @@
 //! the objects it holds, what it deletes from the layers below, and the directories that
 //! extraction created for entries the tar named without their parents.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,7 +59,9 @@ impl StackLayer {
         }
         let mut objects = Vec::new();
         let (mut whiteouts, mut opaques, mut root_opaque) = (Vec::new(), Vec::new(), false);
-        let mut parents: BTreeSet<RelPath> = BTreeSet::new();
+        // Directories holding a record's path that no record names: walk up from each
+        // record's parent (an opaque marker's own directory) until a named or known one.
+        let mut missing: HashSet<RelPath> = HashSet::new();
         for (i, r) in records.iter().enumerate() {
             let path = &r.entry.path;
             match r.marker {
@@ -67,17 +69,22 @@ impl StackLayer {
                 Marker::None => objects.push((path.clone(), Inode::Record(resolve(&records, &by_path, i, &corrupt)?))),
                 Marker::Whiteout => whiteouts.push(path.clone()),
                 Marker::Opaque if path.is_root() => root_opaque = true,
-                Marker::Opaque => {
-                    opaques.push(path.clone());
-                    parents.insert(path.clone());
+                Marker::Opaque => opaques.push(path.clone()),
+            }
+            let mut dir = if r.marker == Marker::Opaque { Some(path.clone()) } else { path.parent() };
+            while let Some(d) = dir.filter(|d| !d.is_root() && !by_path.contains_key(d)) {
+                dir = d.parent();
+                if !missing.insert(d) {
+                    break;
                 }
             }
-            parents.extend(path.ancestors());
         }
+        let mut missing: Vec<RelPath> = missing.into_iter().collect();
+        missing.sort();
         let mut implicit = Vec::new();
-        for p in parents.into_iter().filter(|p| !by_path.contains_key(p)) {
+        for p in missing {
             objects.push((p.clone(), Inode::Implicit(implicit.len() as u32)));
-            implicit.push(read_implicit(&diff, p).map_err(|e| corrupt(e))?);
+            implicit.push(read_implicit(&diff, p).map_err(corrupt)?);
         }
         Ok(StackLayer { id, diff, records, objects, whiteouts, opaques, root_opaque, implicit })
     }

@@ -56,7 +56,7 @@ fn layer(name: &str, records: Vec<FileRecord>) -> Arc<StackLayer> {
 }
 
 fn names(v: &View) -> Vec<String> {
-    v.nodes.keys().map(|k| k.to_string()).collect()
+    v.iter().map(|(k, _)| k.to_string()).collect()
 }
 
 fn tar_names(changes: Vec<strata_differ::Change>) -> Vec<String> {

@@ -12,6 +12,7 @@
 //! (the layer that created it, made it opaque, or recreated it after a whiteout).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -34,28 +35,39 @@ pub(crate) struct Node {
 /// hardlinks of each other.
 pub(crate) type InodeId = (u32, Inode);
 
+/// A path as a map key whose byte order is tree order: `/` becomes 0, which sorts before
+/// every byte a name can hold (names never contain NUL), so a directory's subtree is the
+/// key range `[dir, dir + 0x01)` and comparisons are plain `memcmp`s.
+pub(crate) fn tree_key(p: &RelPath) -> Box<[u8]> {
+    p.as_bytes().iter().map(|&b| if b == b'/' { 0 } else { b }).collect()
+}
+
+/// Every visible object but the root, by tree key.
+type Nodes = BTreeMap<Box<[u8]>, (RelPath, Node)>;
+/// A layer's object under its tree-order key (so objects are visited parents first).
+type SortedObject<'a> = (Box<[u8]>, &'a (RelPath, Inode));
+
 #[derive(Debug)]
 pub(crate) struct View {
     pub stack: Vec<Arc<StackLayer>>,
-    /// Every visible object except the root directory, in tree order.
-    pub nodes: BTreeMap<RelPath, Node>,
+    nodes: Nodes,
     /// The root directory's cut.
     pub root_cut: u32,
     /// Regular files with more than one visible name: the names, in tree order.
     pub groups: HashMap<InodeId, Vec<RelPath>>,
 }
 
-fn remove_below(nodes: &mut BTreeMap<RelPath, Node>, p: &RelPath, inclusive: bool) {
+fn remove_below(nodes: &mut Nodes, p: &RelPath, inclusive: bool) {
     if p.is_root() {
         nodes.clear();
         return;
     }
-    let gone: Vec<RelPath> = nodes
-        .range(p.clone()..)
-        .take_while(|(k, _)| k.starts_with(p))
-        .filter(|(k, _)| inclusive || *k != p)
-        .map(|(k, _)| k.clone())
-        .collect();
+    let start = tree_key(p);
+    let mut end = start.to_vec();
+    end.push(1);
+    let lower = if inclusive { Bound::Included(&start[..]) } else { Bound::Excluded(&start[..]) };
+    let gone: Vec<Box<[u8]>> =
+        nodes.range::<[u8], _>((lower, Bound::Excluded(&end[..]))).map(|(k, _)| k.clone()).collect();
     for k in gone {
         nodes.remove(&k);
     }
@@ -64,7 +76,7 @@ fn remove_below(nodes: &mut BTreeMap<RelPath, Node>, p: &RelPath, inclusive: boo
 impl View {
     /// The view of `stack` (bottom layer first).
     pub fn build(stack: Vec<Arc<StackLayer>>) -> View {
-        let mut nodes: BTreeMap<RelPath, Node> = BTreeMap::new();
+        let mut nodes = Nodes::new();
         let mut root_cut = 0;
         for (k, layer) in stack.iter().enumerate() {
             let k = k as u32;
@@ -79,28 +91,28 @@ impl View {
                 root_cut = k;
             }
             let fresh: HashSet<&RelPath> = layer.whiteouts.iter().chain(&layer.opaques).collect();
-            let mut objects: Vec<&(RelPath, Inode)> = layer.objects.iter().collect();
-            objects.sort_by(|a, b| a.0.cmp(&b.0));
-            for (p, inode) in objects {
+            let mut objects: Vec<SortedObject> = layer.objects.iter().map(|o| (tree_key(&o.0), o)).collect();
+            objects.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (key, (p, inode)) in objects {
                 let is_dir = layer.inode_entry(*inode).kind == EntryKind::Dir;
                 let new = Node { layer: k, inode: *inode, cut: k };
-                match nodes.get_mut(p) {
-                    Some(old) if is_dir && Self::is_dir_in(&stack, old) => {
+                match nodes.get_mut(&key) {
+                    Some((_, old)) if is_dir && Self::is_dir_in(&stack, old) => {
                         let cut = if fresh.contains(p) { k } else { old.cut };
                         *old = Node { cut, ..new };
                     }
                     Some(_) => {
                         remove_below(&mut nodes, p, true);
-                        nodes.insert(p.clone(), new);
+                        nodes.insert(key, (p.clone(), new));
                     }
                     None => {
-                        nodes.insert(p.clone(), new);
+                        nodes.insert(key, (p.clone(), new));
                     }
                 }
             }
         }
         let mut groups: HashMap<InodeId, Vec<RelPath>> = HashMap::new();
-        for (p, n) in &nodes {
+        for (p, n) in nodes.values() {
             if stack[n.layer as usize].inode_entry(n.inode).kind == EntryKind::File {
                 groups.entry((n.layer, n.inode)).or_default().push(p.clone());
             }
@@ -114,7 +126,16 @@ impl View {
     }
 
     pub fn get(&self, p: &RelPath) -> Option<&Node> {
-        self.nodes.get(p)
+        self.nodes.get(&tree_key(p)).map(|(_, n)| n)
+    }
+
+    /// Every visible object but the root, in tree order.
+    pub fn iter(&self) -> impl Iterator<Item = (&RelPath, &Node)> {
+        self.nodes.values().map(|(p, n)| (p, n))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 
     pub fn layer_of(&self, n: &Node) -> &StackLayer {

@@ -196,8 +196,7 @@ impl Store {
             d.digest,
             progress,
         );
-        let (mut staged, mut bytes) =
-            ingest_tar(&self.index, &self.paths, dir, &mut replay, LayerOrigin::Pull, None)?;
+        let (mut staged, mut bytes) = ingest_tar(&self.index, &self.paths, dir, &mut replay, LayerOrigin::Pull, None)?;
         let s = replay.stats;
         drop(replay);
         // The bar counts the chunks' compressed bytes; the rest of the blob is metadata.

@@ -137,13 +137,26 @@ pub(crate) struct ReplayStats {
 
 /// How the bytes of the chunk being replayed are produced.
 enum ChunkReader {
-    Zeros { left: u64 },
+    Zeros {
+        left: u64,
+    },
     /// Verified bytes in memory.
-    Verified { bytes: Vec<u8>, pos: usize },
+    Verified {
+        bytes: Vec<u8>,
+        pos: usize,
+    },
     /// A large local chunk already verified by a first pass: read it again.
-    LocalStream { file: File, offset: u64, left: u64 },
+    LocalStream {
+        file: File,
+        offset: u64,
+        left: u64,
+    },
     /// Fetched frames being decompressed; the digest is checked at the end.
-    Decode { dec: zstd::stream::read::Decoder<'static, io::BufReader<io::Cursor<Vec<u8>>>>, left: u64, hasher: Sha256Hasher },
+    Decode {
+        dec: zstd::stream::read::Decoder<'static, io::BufReader<io::Cursor<Vec<u8>>>>,
+        left: u64,
+        hasher: Sha256Hasher,
+    },
 }
 
 /// The file being replayed.
@@ -265,7 +278,10 @@ impl<'a, I: Iterator<Item = Result<Record, TarSplitError>>> Replay<'a, I> {
         let Some(c) = e.chunks.get(k) else {
             let cur = self.current.take().expect("current file");
             if cur.produced != e.entry.size {
-                return Err(bad(format!("{}: chunks give {} bytes, the TOC says {}", e.raw_name, cur.produced, e.entry.size)));
+                return Err(bad(format!(
+                    "{}: chunks give {} bytes, the TOC says {}",
+                    e.raw_name, cur.produced, e.entry.size
+                )));
             }
             if let (Some(h), Some(d)) = (cur.hasher, e.digest)
                 && h.finalize() != d

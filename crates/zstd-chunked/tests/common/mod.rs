@@ -83,30 +83,10 @@ pub fn rebuild_tar(plan: &LayerPlan, blob: &[u8]) -> Vec<u8> {
     tar
 }
 
-/// The peers' registry (started by /work/shared/peers/setup.sh).
-pub const PEER_REGISTRY: &str = "127.0.0.1:5000";
-
-/// True when the peers' registry answers; otherwise skips (or fails under
-/// STRATA_TEST_PRIVILEGED=1, like strata_testutil's requirements).
-pub fn require_peer_registry() -> bool {
-    if !strata_testutil::require_tool("curl") {
-        return false;
-    }
-    if std::net::TcpStream::connect(PEER_REGISTRY).is_ok() {
-        return true;
-    }
-    assert!(
-        !strict(),
-        "STRATA_TEST_PRIVILEGED=1 but the peers' registry on {PEER_REGISTRY} is down (run /work/shared/peers/setup.sh)"
-    );
-    eprintln!("skipped: the peers' registry on {PEER_REGISTRY} is down (run /work/shared/peers/setup.sh)");
-    false
-}
-
-/// GET `http://127.0.0.1:5000/v2/<path>` with curl.
-pub fn registry_get(path: &str, accept: &str) -> Vec<u8> {
+/// GET `http://ADDR/v2/<path>` with curl.
+pub fn registry_get(addr: &str, path: &str, accept: &str) -> Vec<u8> {
     let out = std::process::Command::new("curl")
-        .args(["-sSf", "-H", &format!("Accept: {accept}"), &format!("http://{PEER_REGISTRY}/v2/{path}")])
+        .args(["-sSf", "-H", &format!("Accept: {accept}"), &format!("http://{addr}/v2/{path}")])
         .output()
         .unwrap();
     assert!(out.status.success(), "curl {path}: {}", String::from_utf8_lossy(&out.stderr));
