@@ -31,8 +31,15 @@ demo-clean:
 	-umount demo/fs 2>/dev/null
 	rm -rf demo
 
+# Every benchmark, one after the other (they share 2 cores: never run them alongside other
+# work). The debootstrap data comes from the peers' setup beside the project
+# (../shared/peers/setup.sh: /tmp/peers); results are printed as markdown.
 bench: deps peers
-	$(CARGO) bench --bench differ
+	@test -d /tmp/peers/oci/umoci-a || ../shared/peers/setup.sh
+	$(CARGO) build --release --bin strata
+	$(CARGO) bench --bench differ --bench chunker --bench index --bench gc --bench merge
+	benches/store.sh
+	benches/pull.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -18,7 +18,10 @@
 #     from the registry log, statvfs bytes added).
 # Caches are warm (blobs are in the registry's page cache for everyone alike).
 #
-# Environment: STRATA, STRATA_BENCH_XFS (default /tmp/peers/xfs), STRATA_BENCH_OCI_A/B
+# "b after a" runs REPS times (b removed in between; median wall time, the other columns of
+# the last run).
+#
+# Environment: STRATA_BENCH_REPS (default 3), STRATA, STRATA_BENCH_XFS (default /tmp/peers/xfs), STRATA_BENCH_OCI_A/B
 # (default /tmp/peers/oci/umoci-{a,b}, tag latest), STRATA_BENCH_KEEP=1 keeps the scratch.
 set -euo pipefail
 
@@ -28,6 +31,7 @@ XFS=${STRATA_BENCH_XFS:-/tmp/peers/xfs}
 OCI_A=${STRATA_BENCH_OCI_A:-/tmp/peers/oci/umoci-a}
 OCI_B=${STRATA_BENCH_OCI_B:-/tmp/peers/oci/umoci-b}
 TRIXIE=$REPO/scripts/trixie-run.sh
+REPS=${STRATA_BENCH_REPS:-3}
 W=$XFS/strata-pull-bench
 
 die() { echo "pull.sh: $*" >&2; exit 1; }
@@ -39,6 +43,8 @@ for l in "$OCI_A" "$OCI_B"; do [ -f "$l/index.json" ] || die "no OCI layout $l (
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
+mb3() { awk -v b="$1" 'BEGIN { printf "%.3f", b / 1e6 }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
 used() {
     local blocks free bsize
@@ -109,18 +115,23 @@ echo "strata $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') (r
     "load average at start $(cut -d' ' -f1-3 /proc/loadavg), XFS reflink=1 loop mount, docker-registry on" \
     "127.0.0.1, warm page cache; \`benches/pull.sh\` on $(date -u +%Y-%m-%d)."
 echo
-echo "| layers made by | puller | b's blob MB | fetched for b MB | of the blob | wall s | physical added MiB (statvfs) |"
+echo "| layers made by | puller | b's blob MB | fetched for b MB | of the blob | wall s (median of $REPS for b after a) | physical added MiB (statvfs) |"
 echo "|---|---|---:|---:|---:|---:|---:|"
 for P in skopeo strata; do
     SIZE=$(blob_size "$P/rootfs-b")
     # strata: a then b.
     S=$W/store-$P
     "$STRATA" --root "$S" pull "$REG/$P/rootfs-a:t" --name a --plain-http >/dev/null
-    U0=$(used) M=$(log_len) T0=$(now)
-    "$STRATA" --root "$S" pull "$REG/$P/rootfs-b:t" --name b --plain-http --json >"$W/pull-b.json"
-    T1=$(now)
-    F=$(blob_bytes "$P/rootfs-b" "$M") U1=$(used)
-    echo "| $P | strata, b after a | $(mb "$SIZE") | $(mb "$F") | $(ratio "$F" "$SIZE") | $(secs "$T0" "$T1") | $(mib $((U1 - U0))) |"
+    : >"$W/walls.txt"
+    for r in $(seq "$REPS"); do
+        [ "$r" = 1 ] || "$STRATA" --root "$S" rmi b >/dev/null
+        U0=$(used) M=$(log_len) T0=$(now)
+        "$STRATA" --root "$S" pull "$REG/$P/rootfs-b:t" --name b --plain-http --json >"$W/pull-b.json"
+        T1=$(now)
+        F=$(blob_bytes "$P/rootfs-b" "$M") U1=$(used)
+        secs "$T0" "$T1" >>"$W/walls.txt"
+    done
+    echo "| $P | strata, b after a | $(mb "$SIZE") | $(mb3 "$F") | $(ratio "$F" "$SIZE") | $(median <"$W/walls.txt") | $(mib $((U1 - U0))) |"
     jq -c "{bytes_fetched, bytes_reused, bytes_reflinked, bytes_written, partial}" "$W/pull-b.json" >"$W/pull-b-$P.txt"
     rm -rf "$S"
     # strata: b alone.
@@ -129,15 +140,20 @@ for P in skopeo strata; do
     "$STRATA" --root "$S" pull "$REG/$P/rootfs-b:t" --name b --plain-http >/dev/null
     T1=$(now)
     F=$(blob_bytes "$P/rootfs-b" "$M") U1=$(used)
-    echo "| $P | strata, b alone | $(mb "$SIZE") | $(mb "$F") | $(ratio "$F" "$SIZE") | $(secs "$T0" "$T1") | $(mib $((U1 - U0))) |"
+    echo "| $P | strata, b alone | $(mb "$SIZE") | $(mb3 "$F") | $(ratio "$F" "$SIZE") | $(secs "$T0" "$T1") | $(mib $((U1 - U0))) |"
     rm -rf "$S"
     # podman: a then b.
     trixie podman pull -q --tls-verify=false "$REG/$P/rootfs-a:t" >/dev/null
-    U0=$(used) M=$(log_len) T0=$(now)
-    trixie podman pull -q --tls-verify=false "$REG/$P/rootfs-b:t" >/dev/null
-    T1=$(now)
-    F=$(blob_bytes "$P/rootfs-b" "$M") U1=$(used)
-    echo "| $P | podman 5.4, b after a | $(mb "$SIZE") | $(mb "$F") | $(ratio "$F" "$SIZE") | $(secs "$T0" "$T1") | $(mib $((U1 - U0))) |"
+    : >"$W/walls.txt"
+    for r in $(seq "$REPS"); do
+        [ "$r" = 1 ] || trixie podman rmi "$REG/$P/rootfs-b:t" >/dev/null
+        U0=$(used) M=$(log_len) T0=$(now)
+        trixie podman pull -q --tls-verify=false "$REG/$P/rootfs-b:t" >/dev/null
+        T1=$(now)
+        F=$(blob_bytes "$P/rootfs-b" "$M") U1=$(used)
+        secs "$T0" "$T1" >>"$W/walls.txt"
+    done
+    echo "| $P | podman 5.4, b after a | $(mb "$SIZE") | $(mb3 "$F") | $(ratio "$F" "$SIZE") | $(median <"$W/walls.txt") | $(mib $((U1 - U0))) |"
     trixie podman system reset -f >/dev/null 2>&1
     rm -rf "$W/data/podman" "$W/data/podman-run"
 done

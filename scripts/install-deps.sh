@@ -6,6 +6,7 @@
 #   docker-registry        a real OCI registry on 127.0.0.1 for pull/push tests
 #   skopeo, debootstrap    interoperability tests (skopeo 1.18 comes from a trixie chroot, see setup-peers.sh)
 #   zstd, tar, curl, jq    format checks in tests and the demo
+#   b3sum, hyperfine, time benchmarks
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -26,6 +27,7 @@ have filefrag || need+=(e2fsprogs)
 have mkfs.ext4 || need+=(e2fsprogs)
 have b3sum || need+=(b3sum)
 have hyperfine || need+=(hyperfine)
+[ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing packages: ${need[*]} (run as root, or install them: apt-get install ${need[*]})" >&2

@@ -384,7 +384,9 @@ impl Assembler {
         let can_clone = self.clones != CloneSupport::No && self.allow_reflink;
         // Hash while reading; when clones are off, write as we go (a single pass).
         let mut verifier = Verifier::new(src.expect);
-        let mut buf = vec![0u8; 1 << 20];
+        // Sized to the file: most reused files are small, and zeroing 1 MiB per file showed up
+        // as 9% of a pull's CPU.
+        let mut buf = vec![0u8; (src.len as usize).clamp(1, 1 << 20)];
         let mut pos = 0u64;
         let mut reader = (&f).take(src.len);
         loop {

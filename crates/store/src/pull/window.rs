@@ -1,8 +1,7 @@
 //! Fetching the missing chunks of a layer in stream order, a window at a time.
 //!
 //! Missing chunks are known up front (from the TOC and the index), so their compressed
-//! ranges are merged (adjacent or separated by less than [`MERGE_GAP`]: one range is
-//! cheaper than two requests' worth of headers) and split into windows of about
+//! ranges are merged (adjacent or separated by less than [`MERGE_GAP`]) and split into windows of about
 //! [`WINDOW_BYTES`]. A thread fetches window after window (each with many ranges per
 //! request and several requests in flight, see `strata-registry`) while the layer is being
 //! assembled from the previous one; at most three windows are held in memory (the one being
@@ -17,8 +16,11 @@ use std::thread::JoinHandle;
 use strata_registry::Client;
 use strata_types::Sha256Digest;
 
-/// Gaps up to this size between wanted ranges are fetched rather than split around.
-pub const MERGE_GAP: u64 = 4096;
+/// Gaps up to this size between wanted ranges are fetched rather than split around: a
+/// separate range costs a multipart part header (~100 bytes) and the registry's per-range
+/// work. Measured on the debootstrap pair: 4 KiB fetched ~0.4% more than podman (which
+/// merges below 1 KiB) for no gain in wall time.
+pub const MERGE_GAP: u64 = 1024;
 /// Compressed bytes per window.
 pub const WINDOW_BYTES: u64 = 16 << 20;
 /// Longest merged range: a window is cut only between merged ranges, and several ranges of
