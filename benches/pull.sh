@@ -54,7 +54,7 @@ used() {
     echo $(((blocks - free) * bsize))
 }
 now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", b - a }'; }
 log_len() { stat -c %s "$W/registry.log"; }
 # Bytes the registry sent for blob GETs of repository $1 after log offset $2.
 blob_bytes() {

@@ -196,3 +196,52 @@ fn podman_sh(data: &Path, script: &str) -> String {
             .args(["sh", "-c", script]),
     )
 }
+
+/// The export path, as containers/storage's tools see it: `strata export --format
+/// zstd:chunked` to a layout, skopeo 1.18 copies it (verifying every blob) into a real
+/// registry and back into another layout, and strata imports that copy (verifying blob
+/// digests and DiffIDs) into a fresh store: the same root filesystem as the source image.
+#[test]
+fn skopeo_copies_a_zstd_chunked_export_through_a_registry_and_strata_reimports_it() {
+    if !require_peers() || !require_tool("mkfs.xfs") || !require_tool("docker-registry") {
+        return;
+    }
+    let m = LoopMount::xfs(2048);
+    let src = source_store(&m);
+    let reg = Registry::start();
+    let data = m.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    strata_json(
+        &src,
+        &["export", "c", &format!("oci:{}:v1", data.join("exported").display()), "--format", "zstd:chunked"],
+    );
+    let target = format!("docker://{}/export/c:v1", reg.addr());
+    skopeo(&data, &["copy", "--dest-tls-verify=false", "oci:/data/exported:v1", &target]);
+    skopeo(&data, &["copy", "--src-tls-verify=false", &target, "oci:/data/back:v1"]);
+    // skopeo kept strata's zstd:chunked layers as they were (same digests, TOC annotations).
+    let (out, back) = (read_manifest(&data.join("exported")), read_manifest(&data.join("back")));
+    assert_eq!(
+        out.layers.iter().map(|l| &l.digest).collect::<Vec<_>>(),
+        back.layers.iter().map(|l| &l.digest).collect::<Vec<_>>()
+    );
+    assert!(
+        back.layers.iter().all(|l| l.annotations.contains_key("io.github.containers.zstd-chunked.manifest-checksum"))
+    );
+    let fresh = m.path().join("fresh");
+    strata_json(&fresh, &["import", &format!("oci:{}:v1", data.join("back").display()), "--name", "c"]);
+    let (x_src, x_fresh) = (m.path().join("x-src"), m.path().join("x-fresh"));
+    let tar_out = |root: &Path, dir: &Path| {
+        let l = m.path().join(format!("tar-{}", dir.file_name().unwrap().to_str().unwrap()));
+        strata_json(root, &["export", "c", &format!("oci:{}:v1", l.display()), "--format", "tar"]);
+        extract_layout(&l, "v1", dir);
+    };
+    tar_out(&src, &x_src);
+    tar_out(&fresh, &x_fresh);
+    assert_same_tree(&x_src, &x_fresh);
+}
+
+fn read_manifest(layout: &Path) -> strata_oci::ImageManifest {
+    let dir = strata_oci::layout::OciDir::open(layout).unwrap();
+    let desc = dir.resolve(Some("v1")).unwrap();
+    dir.read_manifest(&desc).unwrap().1
+}
