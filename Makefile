@@ -40,6 +40,8 @@ bench: deps peers
 	$(CARGO) bench --bench differ --bench chunker --bench index --bench gc --bench merge
 	benches/store.sh
 	benches/pull.sh
+	benches/push.sh
+	benches/pull-memory.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -192,14 +192,14 @@ fn sockets_are_skipped() {
 #[test]
 fn tar_zstd_output_decompresses_to_the_same_layer() {
     use strata_layer::out_file::WriteTarOut;
-    use strata_layer::zstd_par::ParallelZstdWriter;
+    use strata_layer::par_compress::{Codec, ParallelWriter};
     let t = scratch("strata-zst-");
     for i in 0..20 {
         write(&t.path().join(format!("d/f{i}")), &vec![i as u8; 30_000 + i * 1000]);
     }
     let cs = all_adds(t.path());
     let plain = layer_bytes(&cs, &WriteOptions::default());
-    let mut out = WriteTarOut::new(ParallelZstdWriter::with_block_size(Vec::new(), 3, 64 << 10, 4));
+    let mut out = WriteTarOut::new(ParallelWriter::with_block_size(Vec::new(), Codec::Zstd(3), 64 << 10, 4));
     let stats = strata_differ::write_layer(&cs, &mut out, &WriteOptions::default()).unwrap();
     let compressed = out.into_inner().unwrap().finish().unwrap();
     assert_eq!(stats.bytes, plain.len() as u64);

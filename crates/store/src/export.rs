@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use strata_layer::out_file::{FileTarOut, WriteTarOut};
+use strata_layer::par_compress::{Codec, ParallelWriter};
 use strata_layer::tarsplit::{DiffIdOut, RecordReader};
-use strata_layer::zstd_par::ParallelZstdWriter;
 use strata_layer::{TarOut, Tee};
 use strata_oci::layout::{LayoutRef, OciDir};
 use strata_oci::{Descriptor, ImageManifest, media};
@@ -120,19 +120,19 @@ impl Store {
             }
             LayerFormat::TarZstd => {
                 let w = dir.blob_writer()?;
-                let mut sink = WriteTarOut::new(ParallelZstdWriter::new(BufWriter::with_capacity(1 << 20, w), 3));
+                let mut sink =
+                    WriteTarOut::new(ParallelWriter::new(BufWriter::with_capacity(1 << 20, w), Codec::Zstd(3)));
                 regenerate_layer(&root, id, &mut sink)?;
                 let w = sink.into_inner().map_err(err)?.finish().map_err(err)?;
                 w.into_inner().map_err(|e| err(e.into_error()))?.finish(None)?
             }
             LayerFormat::TarGzip => {
                 let w = dir.blob_writer()?;
-                let gz =
-                    flate2::write::GzEncoder::new(BufWriter::with_capacity(1 << 20, w), flate2::Compression::default());
+                // Independent gzip members compressed on every core (one gzip file).
+                let gz = ParallelWriter::new(BufWriter::with_capacity(1 << 20, w), Codec::Gzip(6));
                 let mut sink = WriteTarOut::new(gz);
                 regenerate_layer(&root, id, &mut sink)?;
-                let mut w = sink.into_inner().map_err(err)?.finish().map_err(err)?;
-                w.flush().map_err(err)?;
+                let w = sink.into_inner().map_err(err)?.finish().map_err(err)?;
                 w.into_inner().map_err(|e| err(e.into_error()))?.finish(None)?
             }
             LayerFormat::ZstdChunked => {

@@ -2,8 +2,8 @@
 //!
 //! The store is only read (shared lock): each layer's tar stream is rebuilt from its
 //! tar-split and files (verified against its DiffID, see [`crate::export`]) and compressed
-//! into a blob in a staging directory, then uploaded. Compression (all cores for zstd and
-//! zstd:chunked, one layer per core for gzip) overlaps with the uploads of earlier layers:
+//! into a blob in a staging directory, then uploaded. Compression (all cores, one layer at a
+//! time, in every format) overlaps with the uploads of earlier layers:
 //! compressors hand finished blobs to uploaders through a bounded queue, so at most a few
 //! compressed blobs wait on disk at a time, and each is deleted once uploaded.
 //!
@@ -249,12 +249,8 @@ impl Store {
             return Ok(Vec::new());
         }
         let results = Mutex::new(Vec::with_capacity(todo.len()));
-        // zstd and zstd:chunked compress one layer on every core; gzip uses one core per layer.
-        let compressors = match opts.format {
-            LayerFormat::TarGzip => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            _ => 1,
-        }
-        .min(todo.len());
+        // Every format compresses one layer on every core, so one layer at a time.
+        let compressors = 1;
         let uploaders = opts.uploads.clamp(1, todo.len());
         let next = AtomicU64::new(0);
         let first_error: Mutex<Option<StoreError>> = Mutex::new(None);

@@ -10,7 +10,7 @@ use serde_json::json;
 use strata_differ::{Changeset, WriteOptions, diff_mount, diff_overlay, diff_trees, write_layer};
 use strata_layer::TarOut;
 use strata_layer::out_file::{FileTarOut, WriteTarOut};
-use strata_layer::zstd_par::ParallelZstdWriter;
+use strata_layer::par_compress::{Codec, ParallelWriter};
 
 use super::Ctx;
 use crate::args::{DiffArgs, Format};
@@ -57,7 +57,7 @@ pub fn write_changeset(
             (stats, n)
         }
         Format::TarZstd => {
-            let mut sink = WriteTarOut::new(ParallelZstdWriter::new(std::io::BufWriter::new(file), 3));
+            let mut sink = WriteTarOut::new(ParallelWriter::new(std::io::BufWriter::new(file), Codec::Zstd(3)));
             let stats = write_layer(cs, &mut sink, &opts)?;
             let z = sink.into_inner()?;
             let n = z.bytes_out();
@@ -65,14 +65,11 @@ pub fn write_changeset(
             (stats, n)
         }
         Format::TarGzip => {
-            let mut sink = WriteTarOut::new(flate2::write::GzEncoder::new(
-                std::io::BufWriter::new(file),
-                flate2::Compression::default(),
-            ));
+            let mut sink = WriteTarOut::new(ParallelWriter::new(std::io::BufWriter::new(file), Codec::Gzip(6)));
             let stats = write_layer(cs, &mut sink, &opts)?;
-            let mut w = sink.into_inner()?.finish()?;
-            w.flush()?;
-            let n = w.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
+            let z = sink.into_inner()?;
+            let n = z.bytes_out();
+            z.finish()?.flush()?;
             (stats, n)
         }
         Format::ZstdChunked => {

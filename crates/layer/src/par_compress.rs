@@ -1,8 +1,9 @@
-//! zstd compression on all cores: the input is cut into blocks, each compressed as an
-//! independent zstd frame on rayon's pool, and the frames are written in input order.
+//! zstd or gzip compression on all cores: the input is cut into blocks, each compressed as
+//! an independent zstd frame or gzip member on rayon's pool, and written in input order.
 //!
-//! Concatenated zstd frames are one valid zstd stream (every decoder reads on to the next
-//! frame), so the output decompresses to exactly the input. At most `max_in_flight` blocks
+//! Concatenated zstd frames are one valid zstd stream, and concatenated gzip members one
+//! valid gzip file (RFC 1952 §2.2; every decoder, Go's included, reads on to the next
+//! member), so the output decompresses to exactly the input. At most `max_in_flight` blocks
 //! are buffered or compressing at a time, which bounds memory to about
 //! `max_in_flight * block_size * 2`.
 
@@ -13,10 +14,19 @@ use std::sync::mpsc;
 /// Default block size: 4 MiB.
 pub const DEFAULT_BLOCK_SIZE: usize = 4 << 20;
 
-/// A `Write` that zstd-compresses in parallel; call [`ParallelZstdWriter::finish`] at the end.
-pub struct ParallelZstdWriter<W: Write> {
+/// The compression of each block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// A zstd frame at this level, with a checksum and the content size.
+    Zstd(i32),
+    /// A gzip member at this level (0-9).
+    Gzip(u32),
+}
+
+/// A `Write` that compresses in parallel; call [`ParallelWriter::finish`] at the end.
+pub struct ParallelWriter<W: Write> {
     inner: Option<W>,
-    level: i32,
+    codec: Codec,
     block_size: usize,
     max_in_flight: usize,
     buf: Vec<u8>,
@@ -25,10 +35,10 @@ pub struct ParallelZstdWriter<W: Write> {
     bytes_out: u64,
 }
 
-impl<W: Write> std::fmt::Debug for ParallelZstdWriter<W> {
+impl<W: Write> std::fmt::Debug for ParallelWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ParallelZstdWriter")
-            .field("level", &self.level)
+        f.debug_struct("ParallelWriter")
+            .field("codec", &self.codec)
             .field("block_size", &self.block_size)
             .field("in_flight", &self.pending.len())
             .field("bytes_in", &self.bytes_in)
@@ -37,17 +47,17 @@ impl<W: Write> std::fmt::Debug for ParallelZstdWriter<W> {
     }
 }
 
-impl<W: Write> ParallelZstdWriter<W> {
-    /// Compresses at `level` in [`DEFAULT_BLOCK_SIZE`] blocks, two per rayon thread in flight.
-    pub fn new(inner: W, level: i32) -> Self {
-        Self::with_block_size(inner, level, DEFAULT_BLOCK_SIZE, 2 * rayon::current_num_threads().max(1))
+impl<W: Write> ParallelWriter<W> {
+    /// Compresses with `codec` in [`DEFAULT_BLOCK_SIZE`] blocks, two per rayon thread in flight.
+    pub fn new(inner: W, codec: Codec) -> Self {
+        Self::with_block_size(inner, codec, DEFAULT_BLOCK_SIZE, 2 * rayon::current_num_threads().max(1))
     }
 
-    pub fn with_block_size(inner: W, level: i32, block_size: usize, max_in_flight: usize) -> Self {
+    pub fn with_block_size(inner: W, codec: Codec, block_size: usize, max_in_flight: usize) -> Self {
         let block_size = block_size.max(1);
-        ParallelZstdWriter {
+        ParallelWriter {
             inner: Some(inner),
-            level,
+            codec,
             block_size,
             max_in_flight: max_in_flight.max(1),
             buf: Vec::with_capacity(block_size),
@@ -75,10 +85,10 @@ impl<W: Write> ParallelZstdWriter<W> {
             self.write_oldest()?;
         }
         let block = std::mem::replace(&mut self.buf, Vec::with_capacity(self.block_size));
-        let level = self.level;
+        let codec = self.codec;
         let (tx, rx) = mpsc::sync_channel(1);
         rayon::spawn(move || {
-            let frame = compress_frame(&block, level);
+            let frame = compress_block(&block, codec);
             let _ = tx.send(frame);
         });
         self.pending.push_back(rx);
@@ -87,7 +97,7 @@ impl<W: Write> ParallelZstdWriter<W> {
 
     fn write_oldest(&mut self) -> io::Result<()> {
         let Some(rx) = self.pending.pop_front() else { return Ok(()) };
-        let frame = rx.recv().map_err(|_| io::Error::other("a zstd compression task panicked"))??;
+        let frame = rx.recv().map_err(|_| io::Error::other("a compression task panicked"))??;
         let inner = self.inner.as_mut().expect("writer used after finish");
         inner.write_all(&frame)?;
         self.bytes_out += frame.len() as u64;
@@ -103,12 +113,12 @@ impl<W: Write> ParallelZstdWriter<W> {
     }
 
     /// Compresses what is buffered, writes every frame, flushes and returns the writer.
-    /// An empty input still produces one (empty) frame, so the output is a valid zstd stream.
+    /// An empty input still produces one (empty) frame or member, so the output is valid.
     pub fn finish(mut self) -> io::Result<W> {
         self.drain()?;
         let mut inner = self.inner.take().expect("finish called once");
         if self.bytes_out == 0 {
-            let frame = compress_frame(&[], self.level)?;
+            let frame = compress_block(&[], self.codec)?;
             inner.write_all(&frame)?;
             self.bytes_out += frame.len() as u64;
         }
@@ -117,14 +127,24 @@ impl<W: Write> ParallelZstdWriter<W> {
     }
 }
 
-fn compress_frame(block: &[u8], level: i32) -> io::Result<Vec<u8>> {
-    let mut c = zstd::bulk::Compressor::new(level)?;
-    c.include_checksum(true)?;
-    c.include_contentsize(true)?;
-    c.compress(block)
+fn compress_block(block: &[u8], codec: Codec) -> io::Result<Vec<u8>> {
+    match codec {
+        Codec::Zstd(level) => {
+            let mut c = zstd::bulk::Compressor::new(level)?;
+            c.include_checksum(true)?;
+            c.include_contentsize(true)?;
+            c.compress(block)
+        }
+        Codec::Gzip(level) => {
+            let out = Vec::with_capacity(block.len() / 2 + 64);
+            let mut e = flate2::write::GzEncoder::new(out, flate2::Compression::new(level.min(9)));
+            e.write_all(block)?;
+            e.finish()
+        }
+    }
 }
 
-impl<W: Write> Write for ParallelZstdWriter<W> {
+impl<W: Write> Write for ParallelWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let room = self.block_size - self.buf.len();
         let n = data.len().min(room);
@@ -165,7 +185,7 @@ mod tests {
             [(0usize, 1000usize), (1, 1000), (999, 1000), (1000, 1000), (123_457, 1000), (3 << 20, 1 << 20)]
         {
             let data = sample(len);
-            let mut w = ParallelZstdWriter::with_block_size(Vec::new(), 3, block, 3);
+            let mut w = ParallelWriter::with_block_size(Vec::new(), Codec::Zstd(3), block, 3);
             for piece in data.chunks(777) {
                 w.write_all(piece).unwrap();
             }
@@ -190,6 +210,40 @@ mod tests {
     }
 
     #[test]
+    fn gzip_members_concatenate_to_the_input() {
+        for (len, block) in [(0usize, 1000usize), (1, 1000), (1000, 1000), (123_457, 1000), (3 << 20, 1 << 20)] {
+            let data = sample(len);
+            let mut w = ParallelWriter::with_block_size(Vec::new(), Codec::Gzip(6), block, 3);
+            for piece in data.chunks(777) {
+                w.write_all(piece).unwrap();
+            }
+            let out = w.finish().unwrap();
+            // MultiGzDecoder reads every member; a single-member decoder stops after the first.
+            let mut back = Vec::new();
+            io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&out[..]), &mut back).unwrap();
+            assert_eq!(back, data, "length {len} block {block}");
+            let members = out.windows(3).filter(|w| w == &[0x1f, 0x8b, 8]).count();
+            assert!(members >= len.div_ceil(block).max(1), "length {len} block {block}: {members} members");
+            // GNU gzip reads the concatenation as one file too.
+            if len == 123_457 {
+                let mut child = std::process::Command::new("gzip")
+                    .arg("-dc")
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut stdin = child.stdin.take().unwrap();
+                let input = out.clone();
+                let feeder = std::thread::spawn(move || stdin.write_all(&input));
+                let o = child.wait_with_output().unwrap();
+                feeder.join().unwrap().unwrap();
+                assert!(o.status.success());
+                assert_eq!(o.stdout, data);
+            }
+        }
+    }
+
+    #[test]
     fn write_errors_of_the_inner_writer_surface() {
         struct Broken;
         impl Write for Broken {
@@ -200,7 +254,7 @@ mod tests {
                 Ok(())
             }
         }
-        let mut w = ParallelZstdWriter::with_block_size(Broken, 1, 10, 1);
+        let mut w = ParallelWriter::with_block_size(Broken, Codec::Zstd(1), 10, 1);
         let r = w.write_all(&[1u8; 100]).and_then(|_| w.finish().map(|_| ()));
         assert!(r.unwrap_err().to_string().contains("disk full"));
     }
