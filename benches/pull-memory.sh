@@ -15,6 +15,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/benches/lib.sh"
 STRATA=${STRATA:-$REPO/target/release/strata}
 FILES=${STRATA_BENCH_FILES:-300000}
 W=$(mktemp -d "${STRATA_BENCH_DIR:-/var/tmp}/strata-pull-memory.XXXXXX")
@@ -27,18 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-REG=127.0.0.1:$PORT
-cat >"$W/registry.yml" <<EOF
-version: 0.1
-log: {level: error}
-storage:
-  filesystem: {rootdirectory: $W/registry}
-http: {addr: $REG}
-EOF
-docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do curl -s "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+start_registry "$W" error
 
 # The tree and a one-layer OCI layout of it (python: fast, and no dependency).
 python3 - "$W/tree" "$W/layout" "$FILES" <<'EOF'

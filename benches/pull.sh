@@ -26,6 +26,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/benches/lib.sh"
 STRATA=${STRATA:-$REPO/target/release/strata}
 XFS=${STRATA_BENCH_XFS:-/tmp/peers/xfs}
 OCI_A=${STRATA_BENCH_OCI_A:-/tmp/peers/oci/umoci-a}
@@ -41,11 +42,7 @@ command -v docker-registry >/dev/null || die "no docker-registry (make deps)"
 xfs_info "$XFS" 2>/dev/null | grep -q 'reflink=1' || die "$XFS is not an XFS with reflink=1 (make peers)"
 for l in "$OCI_A" "$OCI_B"; do [ -f "$l/index.json" ] || die "no OCI layout $l (make peers)"; done
 
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
-mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
 mb3() { awk -v b="$1" 'BEGIN { printf "%.3f", b / 1e6 }'; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
 used() {
     local blocks free bsize
     sync -f "$XFS"
@@ -74,18 +71,7 @@ trap cleanup EXIT
 cleanup
 mkdir -p "$W/data"
 
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-REG=127.0.0.1:$PORT
-cat >"$W/registry.yml" <<EOF
-version: 0.1
-log: {level: info}
-storage:
-  filesystem: {rootdirectory: $W/registry}
-http: {addr: $REG}
-EOF
-docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do curl -s "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+start_registry "$W" info
 
 # The images: skopeo 1.18 compresses the layouts' layers to zstd:chunked; strata pushes its
 # own zstd:chunked from a producer store.

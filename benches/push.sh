@@ -15,6 +15,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/benches/lib.sh"
 STRATA=${STRATA:-$REPO/target/release/strata}
 XFS=${STRATA_BENCH_XFS:-/tmp/peers/xfs}
 OCI_B=${STRATA_BENCH_OCI_B:-/tmp/peers/oci/umoci-b}
@@ -35,18 +36,7 @@ trap cleanup EXIT
 cleanup
 mkdir -p "$W/data"
 
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-REG=127.0.0.1:$PORT
-cat >"$W/registry.yml" <<EOF
-version: 0.1
-log: {level: error}
-storage:
-  filesystem: {rootdirectory: $W/registry}
-http: {addr: $REG}
-EOF
-docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do curl -s "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+start_registry "$W" error
 
 S=$W/store
 "$STRATA" --root "$S" import "oci:$OCI_B:latest" --name b >/dev/null

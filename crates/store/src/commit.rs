@@ -19,7 +19,6 @@ use crate::container::is_mounted;
 use crate::ingest::{OwnSource, ingest_tar};
 use crate::records::{ImageRecord, LayerOrigin};
 use crate::staging::Staging;
-use crate::store::now_secs;
 use crate::{Store, StoreError};
 
 /// What a commit did (the `--json` figures).
@@ -96,14 +95,7 @@ impl Store {
         let config = config_with_layer(&base.config, layer.0, &format!("strata commit {container}"))?;
         let mut layers = rec.layers.clone();
         layers.push(layer);
-        let image = ImageRecord {
-            name: name.clone(),
-            layers,
-            config_digest: Sha256Digest::of(config.as_bytes()),
-            config,
-            created: now_secs(),
-            source: format!("commit of container {container}"),
-        };
+        let image = ImageRecord::new(name.clone(), layers, config, format!("commit of container {container}"));
         self.publish(vec![staged], Some(&image))?;
         Ok(CommitReport {
             image: name.clone(),

@@ -17,7 +17,6 @@ use strata_types::{ImageName, LayerId, Sha256Digest};
 use crate::ingest::{Bytes, ingest_tar};
 use crate::records::{ImageRecord, LayerOrigin};
 use crate::staging::Staging;
-use crate::store::now_secs;
 use crate::{Progress, StagedLayer, Store, StoreError};
 
 /// What an import or pull did (the `--json` figures).
@@ -153,14 +152,13 @@ impl Store {
             result.map_err(|e| bad(e.to_string()))
         })?;
         progress.finish();
-        let record = ImageRecord {
-            name: name.clone(),
-            layers: diff_ids.iter().map(|d| LayerId(*d)).collect(),
-            config: String::from_utf8(config_bytes.clone()).expect("checked UTF-8"),
-            config_digest: manifest.config.digest,
-            created: now_secs(),
-            source: source.to_owned(),
-        };
+        let record = ImageRecord::new(
+            name.clone(),
+            diff_ids.iter().map(|d| LayerId(*d)).collect(),
+            String::from_utf8(config_bytes.clone()).expect("checked UTF-8"),
+            source.to_owned(),
+        );
+        debug_assert_eq!(record.config_digest, manifest.config.digest);
         let layers = self.publish(staged, Some(&record))?;
         let _ = layers;
         Ok(IngestReport {

@@ -21,13 +21,12 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use strata_oci::{History, ImageConfig};
-use strata_types::{ImageName, LayerId, Sha256Digest};
+use strata_types::{ImageName, LayerId};
 
 pub use conflicts::{Conflict, ConflictKind};
 pub use squash::SquashReport;
 
 use crate::records::ImageRecord;
-use crate::store::now_secs;
 use crate::{Store, StoreError};
 use stack::LayerCache;
 use view::View;
@@ -190,14 +189,8 @@ impl Store {
         let config = merged_config(&imgs, &stack, &command)?;
         let created = !fail_on_conflict || conflicts.is_empty();
         if created {
-            let record = ImageRecord {
-                name: name.clone(),
-                layers: stack.clone(),
-                config_digest: Sha256Digest::of(config.as_bytes()),
-                config,
-                created: now_secs(),
-                source: format!("merge of {}", names.join(", ")),
-            };
+            let record =
+                ImageRecord::new(name.clone(), stack.clone(), config, format!("merge of {}", names.join(", ")));
             self.publish(Vec::new(), Some(&record))?;
         }
         Ok(MergeReport {

@@ -44,6 +44,14 @@ pub struct ImageRecord {
     pub source: String,
 }
 
+impl ImageRecord {
+    /// A record created now, its config digest computed from the config's bytes.
+    pub(crate) fn new(name: ImageName, layers: Vec<LayerId>, config: String, source: String) -> ImageRecord {
+        let config_digest = Sha256Digest::of(config.as_bytes());
+        ImageRecord { name, layers, config, config_digest, created: crate::store::now_secs(), source }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub name: ImageName,

@@ -5,7 +5,7 @@ use std::time::Instant;
 use strata_differ::{Changeset, DiffMethod, WriteOptions, write_layer};
 use strata_layer::out_file::WriteTarOut;
 use strata_oci::History;
-use strata_types::{ImageName, LayerId, Sha256Digest};
+use strata_types::{ImageName, LayerId};
 
 use super::stack::LayerCache;
 use super::view::View;
@@ -13,7 +13,6 @@ use super::{changes, parse_config};
 use crate::ingest::ingest_tar;
 use crate::records::{ImageRecord, LayerOrigin};
 use crate::staging::Staging;
-use crate::store::now_secs;
 use crate::{Store, StoreError};
 
 /// What a squash did (the `--json` figures).
@@ -113,14 +112,7 @@ impl Store {
             extra: Default::default(),
         }];
         let config = serde_json::to_string(&cfg).expect("config serializes");
-        let record = ImageRecord {
-            name: name.clone(),
-            layers: vec![layer],
-            config_digest: Sha256Digest::of(config.as_bytes()),
-            config,
-            created: now_secs(),
-            source: format!("squash of {image}"),
-        };
+        let record = ImageRecord::new(name.clone(), vec![layer], config, format!("squash of {image}"));
         self.publish(vec![staged], Some(&record))?;
         Ok(SquashReport {
             image: name.clone(),

@@ -26,7 +26,6 @@ use crate::ingest::{Bytes, ingest_tar};
 use crate::publish::{NewLoc, StagedLayer};
 use crate::records::{ImageRecord, LayerOrigin};
 use crate::staging::Staging;
-use crate::store::now_secs;
 use crate::{Progress, Store, StoreError};
 
 /// Options of a pull.
@@ -117,14 +116,13 @@ impl Store {
             Ok((lp.staged, lp.bytes))
         })?;
         progress.finish();
-        let record = ImageRecord {
-            name: name.clone(),
-            layers: diff_ids.iter().map(|d| LayerId(*d)).collect(),
-            config: String::from_utf8(config_bytes).expect("checked UTF-8"),
-            config_digest: manifest.config.digest,
-            created: now_secs(),
-            source: reference.to_owned(),
-        };
+        let record = ImageRecord::new(
+            name.clone(),
+            diff_ids.iter().map(|d| LayerId(*d)).collect(),
+            String::from_utf8(config_bytes).expect("checked UTF-8"),
+            reference.to_owned(),
+        );
+        debug_assert_eq!(record.config_digest, manifest.config.digest);
         // Pulling a name again moves it to the new image; layers only the old one used go.
         let old = if self.has_image(&name)? { Some(self.image(&name)?) } else { None };
         self.publish(staged, Some(&record))?;
