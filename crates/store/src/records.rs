@@ -1,5 +1,8 @@
 //! Records the store keeps in the index (JSON for the few large-grained records, a compact
 //! binary encoding for the per-file records, of which there are millions).
+//!
+//! Pure: nothing else of this crate is used here, because the fuzz targets compile this file
+//! on its own (`fuzz/fuzz_targets/store_records.rs`).
 
 use serde::{Deserialize, Serialize};
 use strata_types::{Blake3Digest, Entry, EntryKind, ImageName, LayerId, RelPath, Sha256Digest, Timestamp};
@@ -42,14 +45,6 @@ pub struct ImageRecord {
     pub created: u64,
     /// Where it came from: `oci:PATH:TAG`, a registry reference, `commit of NAME`...
     pub source: String,
-}
-
-impl ImageRecord {
-    /// A record created now, its config digest computed from the config's bytes.
-    pub(crate) fn new(name: ImageName, layers: Vec<LayerId>, config: String, source: String) -> ImageRecord {
-        let config_digest = Sha256Digest::of(config.as_bytes());
-        ImageRecord { name, layers, config, config_digest, created: crate::store::now_secs(), source }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -50,6 +50,20 @@ pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+// Here rather than in `records.rs`, which stays pure (the fuzz targets compile it alone).
+impl crate::records::ImageRecord {
+    /// A record created now, its config digest computed from the config's bytes.
+    pub(crate) fn new(
+        name: strata_types::ImageName,
+        layers: Vec<strata_types::LayerId>,
+        config: String,
+        source: String,
+    ) -> Self {
+        let config_digest = strata_types::Sha256Digest::of(config.as_bytes());
+        Self { name, layers, config, config_digest, created: now_secs(), source }
+    }
+}
+
 impl Store {
     /// Opens the store at `root`, creating it when it does not exist.
     pub fn open(root: &Path, access: Access, opts: OpenOptions) -> Result<Store, StoreError> {
