@@ -75,6 +75,12 @@ pub fn digest_bytes(data: &[u8], opts: HashOptions) -> FileDigests {
     let sha = || opts.sha256.then(|| Sha256Digest::of(data));
     let (chunks, (blake3, sha256)) = if parallel {
         rayon::join(chunks_of, || rayon::join(file_blake3, sha))
+    } else if bounds.len() == 1 {
+        // One chunk covering the file: its digest is the file's (the same BLAKE3 of the
+        // same bytes), so the file is hashed once. Most files of a root filesystem are this.
+        let chunks = chunks_of();
+        let blake3 = chunks[0].digest;
+        (chunks, (blake3, sha()))
     } else {
         (chunks_of(), (file_blake3(), sha()))
     };
@@ -158,6 +164,21 @@ mod tests {
                 x as u8
             })
             .collect()
+    }
+
+    #[test]
+    fn file_digests_are_of_the_whole_content_at_every_size() {
+        // Empty, one chunk (below the minimum, and a one-chunk file above it), several
+        // chunks in memory, and the mapped/parallel size.
+        for len in [0usize, 1, 4095, 16 << 10, 40 << 10, 300 << 10, 5 << 20] {
+            let data = pseudo_random(len, len as u32 + 3);
+            let d = digest_bytes(&data, HashOptions { sha256: true });
+            assert_eq!(d.blake3, Blake3Digest::of(&data), "length {len}");
+            assert_eq!(d.sha256, Some(Sha256Digest::of(&data)), "length {len}");
+            let streamed = digest_stream(&data[..], len as u64, HashOptions { sha256: true }).unwrap();
+            assert_eq!(streamed.blake3, d.blake3, "length {len}");
+            assert_eq!(streamed.chunks, d.chunks, "length {len}");
+        }
     }
 
     #[test]
