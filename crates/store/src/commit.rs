@@ -10,13 +10,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use strata_differ::{DiffMethod, WriteOptions, diff_overlay, write_layer};
-use strata_layer::out_file::WriteTarOut;
+use strata_differ::{DiffMethod, diff_overlay};
 use strata_oci::ImageConfig;
 use strata_types::{ImageName, LayerId, RelPath, Sha256Digest};
 
 use crate::container::is_mounted;
-use crate::ingest::{OwnSource, ingest_tar};
+use crate::ingest::{OwnSource, ingest_changeset};
 use crate::records::{ImageRecord, LayerOrigin};
 use crate::staging::Staging;
 use crate::{Store, StoreError};
@@ -76,21 +75,15 @@ impl Store {
         let own: OwnSource<'_> = Box::new(move |e| sources.get(&e.path).cloned());
         let staging = Staging::new(&self.paths, "commit")?;
         let layer_dir = staging.path().join("layer");
-        let (reader, writer) = std::io::pipe().map_err(|e| StoreError::io(staging.path(), e))?;
-        let (staged, bytes, stats) = std::thread::scope(|s| {
-            let producer = s.spawn(|| {
-                let mut out = WriteTarOut::new(writer);
-                let r = write_layer(&cs, &mut out, &WriteOptions::default());
-                drop(out); // closes the pipe: the reader sees EOF
-                r
-            });
-            let ingested = ingest_tar(&self.index, &self.paths, &layer_dir, reader, LayerOrigin::Commit, Some(own));
-            let written = producer.join().map_err(|_| StoreError::Invalid("the layer writer panicked".into()))?;
-            let stats = written
-                .map_err(|source| StoreError::Diff { context: format!("writing the layer of {container}"), source })?;
-            let (staged, bytes) = ingested?;
-            Ok::<_, StoreError>((staged, bytes, stats))
-        })?;
+        let (staged, bytes, stats) = ingest_changeset(
+            &self.index,
+            &self.paths,
+            &layer_dir,
+            &cs,
+            LayerOrigin::Commit,
+            Some(own),
+            &format!("the layer of {container}"),
+        )?;
         let layer = staged.id;
         let config = config_with_layer(&base.config, layer.0, &format!("strata commit {container}"))?;
         let mut layers = rec.layers.clone();

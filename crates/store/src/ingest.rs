@@ -336,3 +336,31 @@ pub(crate) fn ingest_tar(
     let bytes = writer.bytes;
     Ok((StagedLayer { id, dir: dir.to_path_buf(), files: collected.files, locs: collected.locs, record }, bytes))
 }
+
+/// Writes changeset `cs` as a layer tar on a thread of its own and ingests it through a pipe
+/// into `dir` (see [`ingest_tar`]): a layer from a changeset without its tar ever on disk.
+/// `what` names the layer in errors ("the layer of c").
+pub(crate) fn ingest_changeset(
+    index: &Index,
+    paths: &StorePaths,
+    dir: &Path,
+    cs: &strata_differ::Changeset,
+    origin: LayerOrigin,
+    own_source: Option<OwnSource<'_>>,
+    what: &str,
+) -> Result<(StagedLayer, Bytes, strata_differ::WriteStats), StoreError> {
+    let (reader, writer) = std::io::pipe().map_err(|e| StoreError::io(dir, e))?;
+    std::thread::scope(|s| {
+        let producer = s.spawn(|| {
+            let mut out = strata_layer::out_file::WriteTarOut::new(writer);
+            let r = strata_differ::write_layer(cs, &mut out, &strata_differ::WriteOptions::default());
+            drop(out); // closes the pipe: the reader sees EOF
+            r
+        });
+        let ingested = ingest_tar(index, paths, dir, reader, origin, own_source);
+        let written = producer.join().map_err(|_| StoreError::Invalid("the layer writer panicked".into()))?;
+        let stats = written.map_err(|source| StoreError::Diff { context: format!("writing {what}"), source })?;
+        let (staged, bytes) = ingested?;
+        Ok((staged, bytes, stats))
+    })
+}

@@ -2,15 +2,14 @@
 
 use std::time::Instant;
 
-use strata_differ::{Changeset, DiffMethod, WriteOptions, write_layer};
-use strata_layer::out_file::WriteTarOut;
+use strata_differ::{Changeset, DiffMethod};
 use strata_oci::History;
 use strata_types::{ImageName, LayerId};
 
 use super::stack::LayerCache;
 use super::view::View;
 use super::{changes, parse_config};
-use crate::ingest::ingest_tar;
+use crate::ingest::ingest_changeset;
 use crate::records::{ImageRecord, LayerOrigin};
 use crate::staging::Staging;
 use crate::{Store, StoreError};
@@ -84,21 +83,15 @@ impl Store {
         let cs = Changeset::from_changes(DiffMethod::Squash, changes::full(&view)?);
         let staging = Staging::new(&self.paths, "squash")?;
         let layer_dir = staging.path().join("layer");
-        let (reader, writer) = std::io::pipe().map_err(|e| StoreError::io(staging.path(), e))?;
-        let (staged, bytes, stats) = std::thread::scope(|s| {
-            let producer = s.spawn(|| {
-                let mut out = WriteTarOut::new(writer);
-                let r = write_layer(&cs, &mut out, &WriteOptions::default());
-                drop(out); // closes the pipe: the reader sees EOF
-                r
-            });
-            let ingested = ingest_tar(&self.index, &self.paths, &layer_dir, reader, LayerOrigin::Squash, None);
-            let written = producer.join().map_err(|_| StoreError::Invalid("the layer writer panicked".into()))?;
-            let stats =
-                written.map_err(|e| StoreError::Invalid(format!("writing the squashed layer of {image}: {e}")))?;
-            let (staged, bytes) = ingested?;
-            Ok::<_, StoreError>((staged, bytes, stats))
-        })?;
+        let (staged, bytes, stats) = ingest_changeset(
+            &self.index,
+            &self.paths,
+            &layer_dir,
+            &cs,
+            LayerOrigin::Squash,
+            None,
+            &format!("the squashed layer of {image}"),
+        )?;
         let layer = staged.id;
         let mut cfg = parse_config(&img)?;
         let now = crate::time::rfc3339_now();
