@@ -32,10 +32,10 @@ demo-clean:
 	rm -rf demo
 
 # Every benchmark, one after the other (they share 2 cores: never run them alongside other
-# work). The debootstrap data comes from the peers' setup beside the project
-# (../shared/peers/setup.sh: /tmp/peers); results are printed as markdown.
+# work). The debootstrap data and the XFS come from `make peers`; results are printed as
+# markdown.
 bench: deps peers
-	@test -d /tmp/peers/oci/umoci-a || ../shared/peers/setup.sh
+	@scripts/setup-peers.sh --xfs
 	$(CARGO) build --release --bin strata
 	$(CARGO) bench --bench differ --bench chunker --bench index --bench gc --bench merge
 	benches/store.sh

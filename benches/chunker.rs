@@ -16,10 +16,10 @@
 //! 4. FastCDC parameters 8/32/128, 16/64/256 (strata's), 32/128/512 KiB on the same pair.
 //!
 //!    Also chunked as whole streams: the layer tars of the pair (`STRATA_BENCH_TARS`, default
-//!    `/tmp/peers/tars`), where content shifts between a and b.
+//!    `$STRATA_PEERS/tars`), where content shifts between a and b.
 //!
 //! Env: `STRATA_BENCH_TMP` scratch parent (default `/var/tmp`); `STRATA_BENCH_A`,
-//! `STRATA_BENCH_B` the trees (default `/tmp/peers/rootfs-{a,b}`); `STRATA_BENCH_RUNS`
+//! `STRATA_BENCH_B` the trees (default `$STRATA_PEERS/rootfs-{a,b}`, from `scripts/setup-peers.sh`); `STRATA_BENCH_RUNS`
 //! (default 5); `STRATA_BENCH_BIG_MIB` size of the random file (default 1024).
 
 use std::collections::HashMap;
@@ -499,7 +499,12 @@ fn on_xfs(a: &Tree, ac: &[Chunked], b: &Tree, bc: &[Chunked], assemble: bool) ->
         }
         let size = data.len() as u64;
         if let Some(&i) = seed.files.get(&c.digest).filter(|_| size > 0) {
-            let src = LocalRange { source: ra.join(&a.rel[i]), offset: 0, len: size, expect: Expect::Blake3(c.digest) };
+            let src = LocalRange {
+                source: ra.join(&a.rel[i]).into(),
+                offset: 0,
+                len: size,
+                expect: Expect::Blake3(c.digest),
+            };
             let done = asm.reuse_whole(&dst, &src).unwrap().expect("a's copy verifies");
             add(&mut out.done, &done);
             continue;
@@ -513,7 +518,7 @@ fn on_xfs(a: &Tree, ac: &[Chunked], b: &Tree, bc: &[Chunked], assemble: bool) ->
                     return Piece { len: ch.len, local: None, fill: Fill::Zeros };
                 }
                 let local = seed.chunks.get(&ch.digest).map(|&(i, off)| LocalRange {
-                    source: ra.join(&a.rel[i]),
+                    source: ra.join(&a.rel[i]).into(),
                     offset: off,
                     len: ch.len,
                     expect: Expect::Blake3(ch.digest),
@@ -662,8 +667,8 @@ fn random_file(path: &Path, len: u64) -> Vec<u8> {
 }
 
 fn main() {
-    let env_path = |k: &str, d: &str| std::env::var_os(k).map(PathBuf::from).unwrap_or_else(|| d.into());
-    let base = env_path("STRATA_BENCH_TMP", "/var/tmp");
+    let env_path = |k: &str, d: PathBuf| std::env::var_os(k).map(PathBuf::from).unwrap_or(d);
+    let base = env_path("STRATA_BENCH_TMP", "/var/tmp".into());
     let runs: usize = std::env::var("STRATA_BENCH_RUNS").map(|s| s.parse().expect("STRATA_BENCH_RUNS")).unwrap_or(5);
     let big_mib: u64 =
         std::env::var("STRATA_BENCH_BIG_MIB").map(|s| s.parse().expect("STRATA_BENCH_BIG_MIB")).unwrap_or(1024);
@@ -672,8 +677,9 @@ fn main() {
     println!("load average at start: {}; runs per case: {runs}\n", load());
 
     // Reading everything also warms the page cache for b3sum and strata alike.
-    let a = Tree::load(&env_path("STRATA_BENCH_A", "/tmp/peers/rootfs-a"));
-    let b = Tree::load(&env_path("STRATA_BENCH_B", "/tmp/peers/rootfs-b"));
+    let peers = strata_testutil::peers_dir();
+    let a = Tree::load(&env_path("STRATA_BENCH_A", peers.join("rootfs-a")));
+    let b = Tree::load(&env_path("STRATA_BENCH_B", peers.join("rootfs-b")));
     let scratch = tempfile::Builder::new().prefix("strata-bench-chunker-").tempdir_in(&base).unwrap();
     let big_path = scratch.path().join("random");
     let big = random_file(&big_path, big_mib << 20);
@@ -693,7 +699,7 @@ fn main() {
     } else {
         println!("(XFS part skipped: needs root and mkfs.xfs)\n");
     }
-    let tar_dir = env_path("STRATA_BENCH_TARS", "/tmp/peers/tars");
+    let tar_dir = env_path("STRATA_BENCH_TARS", peers.join("tars"));
     let tars = std::fs::read(tar_dir.join("rootfs-a.tar")).ok().zip(std::fs::read(tar_dir.join("rootfs-b.tar")).ok());
     parameters(runs, &a, &b, &big, &bc, tars.as_ref());
     println!("load average at end: {}", load());

@@ -103,7 +103,7 @@ fn main() {
                 Key::Chunk(Blake3Digest::of(range)),
                 Loc { layer: LayerNum(*layer), file: *file, offset: off, len: 64 },
             );
-            if b.loc_keys() >= 100_000 {
+            if b.loc_ops() >= 100_000 {
                 idx.commit(std::mem::replace(&mut b, idx.batch())).unwrap();
             }
         }

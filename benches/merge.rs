@@ -1,7 +1,7 @@
 //! Store diff, merge and squash of two related large images (issue 8's benchmark).
 //!
-//! Data: `/tmp/peers/oci/umoci-a` and `umoci-b` (debootstrap minbase bookworm, and the same
-//! plus python3) imported into a store on XFS (`STRATA_BENCH_XFS`, default `/tmp/peers/xfs`;
+//! Data: `$STRATA_PEERS/oci/rootfs-a` and `rootfs-b` (debootstrap minbase bookworm, and the same
+//! plus python3, from `scripts/setup-peers.sh`) imported into a store on XFS (`STRATA_BENCH_XFS`, default `$STRATA_PEERS/xfs`;
 //! the store is kept between runs in `strata-bench-merge/`). Run as root:
 //!
 //!     cargo bench --bench merge
@@ -10,7 +10,7 @@
 //!    bytes per file (files and records column families, flushed and compacted).
 //! 2. `strata diff a b` (and b a) from the store's metadata, vs the double walk of the two
 //!    root filesystems (strata_differ::diff_trees) on the images mounted read-only with
-//!    overlayfs, and on the plain debootstrap trees `/tmp/peers/rootfs-{a,b}`. Warm caches;
+//!    overlayfs, and on the plain debootstrap trees `$STRATA_PEERS/rootfs-{a,b}`. Warm caches;
 //!    median of several runs; the layer is written to a file on the same XFS.
 //! 3. `strata merge` of the two images (metadata only), and `strata squash` of b.
 
@@ -82,7 +82,7 @@ fn metadata_table(root: &Path) {
     store.index().compact();
     let stats = store.index().stats().unwrap();
     let sst = stats.sst_bytes - stats.loc_sst_bytes;
-    println!("## Per-layer metadata (umoci-a + umoci-b, {files} file records)\n");
+    println!("## Per-layer metadata (rootfs-a + rootfs-b, {files} file records)\n");
     println!("| | bytes | bytes per file |");
     println!("|---|---:|---:|");
     println!("| encoded records + keys | {encoded} | {:.1} |", encoded as f64 / files as f64);
@@ -136,10 +136,12 @@ fn diff_table(root: &Path, out_dir: &Path) {
     });
     println!("| double walk of the mounted images a -> b | double-walk | {n} | {} | {} |", ms(compute), ms(total));
     let ratio = total.as_secs_f64() / meta_ab.as_secs_f64();
-    let (ra, rb) = (Path::new("/tmp/peers/rootfs-a"), Path::new("/tmp/peers/rootfs-b"));
+    let peers = strata_testutil::peers_dir();
+    let (ra, rb) = (peers.join("rootfs-a"), peers.join("rootfs-b"));
+    let (ra, rb) = (ra.as_path(), rb.as_path());
     if ra.is_dir() && rb.is_dir() {
         let compute = times(3, || n = diff_trees(ra, rb).unwrap().len());
-        println!("| double walk of /tmp/peers/rootfs-a -> rootfs-b | double-walk | {n} | {} | |", ms(compute));
+        println!("| double walk of rootfs-a -> rootfs-b | double-walk | {n} | {} | |", ms(compute));
     }
     println!("\nDouble walk / store diff (a -> b, compute + write): {ratio:.1}x\n");
 }
@@ -187,7 +189,9 @@ fn main() {
         eprintln!("skipped: the merge benchmark needs root (overlay mounts)");
         return;
     }
-    let xfs = std::env::var_os("STRATA_BENCH_XFS").map(PathBuf::from).unwrap_or_else(|| "/tmp/peers/xfs".into());
+    let xfs = std::env::var_os("STRATA_BENCH_XFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| strata_testutil::peers_dir().join("xfs"));
     let dir = xfs.join("strata-bench-merge");
     let root = dir.join("store");
     std::fs::create_dir_all(&dir).unwrap();
@@ -195,8 +199,14 @@ fn main() {
         let store = open(&root, Access::Write);
         for img in ["a", "b"] {
             if !store.has_image(&name(img)).unwrap() {
-                eprintln!("importing umoci-{img}...");
-                store.import_oci(&format!("oci:/tmp/peers/oci/umoci-{img}"), Some(name(img)), &NoProgress).unwrap();
+                eprintln!("importing rootfs-{img}...");
+                store
+                    .import_oci(
+                        &format!("oci:{}/oci/rootfs-{img}", strata_testutil::peers_dir().display()),
+                        Some(name(img)),
+                        &NoProgress,
+                    )
+                    .unwrap();
             }
         }
     }

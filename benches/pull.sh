@@ -21,16 +21,17 @@
 # "b after a" runs REPS times (b removed in between; median wall time, the other columns of
 # the last run).
 #
-# Environment: STRATA_BENCH_REPS (default 3), STRATA, STRATA_BENCH_XFS (default /tmp/peers/xfs), STRATA_BENCH_OCI_A/B
-# (default /tmp/peers/oci/umoci-{a,b}, tag latest), STRATA_BENCH_KEEP=1 keeps the scratch.
+# Environment: STRATA_BENCH_REPS (default 3), STRATA, STRATA_BENCH_XFS (default $STRATA_PEERS/xfs), STRATA_BENCH_OCI_A/B
+# (default $STRATA_PEERS/oci/rootfs-{a,b}, tag latest), STRATA_BENCH_KEEP=1 keeps the scratch.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 . "$REPO/benches/lib.sh"
+PEERS=${STRATA_PEERS:-/var/tmp/strata-peers}
 STRATA=${STRATA:-$REPO/target/release/strata}
-XFS=${STRATA_BENCH_XFS:-/tmp/peers/xfs}
-OCI_A=${STRATA_BENCH_OCI_A:-/tmp/peers/oci/umoci-a}
-OCI_B=${STRATA_BENCH_OCI_B:-/tmp/peers/oci/umoci-b}
+XFS=${STRATA_BENCH_XFS:-$PEERS/xfs}
+OCI_A=${STRATA_BENCH_OCI_A:-$PEERS/oci/rootfs-a}
+OCI_B=${STRATA_BENCH_OCI_B:-$PEERS/oci/rootfs-b}
 TRIXIE=$REPO/scripts/trixie-run.sh
 REPS=${STRATA_BENCH_REPS:-3}
 W=$XFS/strata-pull-bench

@@ -5,20 +5,21 @@
 #
 #     benches/push.sh | tee /tmp/push-bench.md
 #
-# b (the gzip OCI layout umoci-b) is imported into a fresh store on the XFS; each format is
+# b (the gzip OCI layout rootfs-b) is imported into a fresh store on the XFS; each format is
 # pushed to its own repository of a private docker-registry on 127.0.0.1 (so no blob is
 # already there). skopeo 1.18 pushes the same image, given as strata's uncompressed tar
 # export, with --dest-compress-format gzip and zstd:chunked: containers/storage's
 # zstd:chunked push is the slow one strata's must not resemble.
 #
-# Environment: STRATA, STRATA_BENCH_XFS (default /tmp/peers/xfs), STRATA_BENCH_OCI_B.
+# Environment: STRATA, STRATA_BENCH_XFS (default $STRATA_PEERS/xfs), STRATA_BENCH_OCI_B.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 . "$REPO/benches/lib.sh"
+PEERS=${STRATA_PEERS:-/var/tmp/strata-peers}
 STRATA=${STRATA:-$REPO/target/release/strata}
-XFS=${STRATA_BENCH_XFS:-/tmp/peers/xfs}
-OCI_B=${STRATA_BENCH_OCI_B:-/tmp/peers/oci/umoci-b}
+XFS=${STRATA_BENCH_XFS:-$PEERS/xfs}
+OCI_B=${STRATA_BENCH_OCI_B:-$PEERS/oci/rootfs-b}
 TRIXIE=$REPO/scripts/trixie-run.sh
 W=$XFS/strata-push-bench
 

@@ -6,10 +6,10 @@
 #
 #     benches/store.sh | tee /tmp/store-bench.md
 #
-# Everything happens on the XFS (reflink=1) at $STRATA_BENCH_XFS (default /tmp/peers/xfs),
+# Everything happens on the XFS (reflink=1) at $STRATA_BENCH_XFS (default $STRATA_PEERS/xfs),
 # in one scratch directory that is removed at the end (STRATA_BENCH_KEEP=1 keeps it):
 #
-# 1. import: umoci-a then umoci-b (gzip OCI layouts of the debootstrap pair) into a fresh
+# 1. import: rootfs-a then rootfs-b (gzip OCI layouts of the debootstrap pair) into a fresh
 #    store; seconds, and the space b adds: `strata df` physical_bytes (layer files, shared
 #    extents counted once, FIEMAP) and statvfs (everything: index, tar-split, metadata; other
 #    users of the filesystem show up here too), against b's logical size.
@@ -27,9 +27,10 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 STRATA=${STRATA:-$REPO/target/release/strata}
-XFS=${STRATA_BENCH_XFS:-/tmp/peers/xfs}
-OCI_A=${STRATA_BENCH_OCI_A:-/tmp/peers/oci/umoci-a}
-OCI_B=${STRATA_BENCH_OCI_B:-/tmp/peers/oci/umoci-b}
+PEERS=${STRATA_PEERS:-/var/tmp/strata-peers}
+XFS=${STRATA_BENCH_XFS:-$PEERS/xfs}
+OCI_A=${STRATA_BENCH_OCI_A:-$PEERS/oci/rootfs-a}
+OCI_B=${STRATA_BENCH_OCI_B:-$PEERS/oci/rootfs-b}
 REPS=${STRATA_BENCH_REPS:-5}
 TRIXIE=$REPO/scripts/trixie-run.sh
 W=$XFS/strata-bench

@@ -7,12 +7,19 @@
 //! before it is opened is reported missing; one removed after is still read through its open
 //! descriptor. A source whose bytes do not have the expected digest is never used: the piece
 //! falls back to bytes at hand or is reported missing for the caller to fetch.
+//!
+//! What is stored is what was verified. Store layer files ([`SourceFile::Path`]) do not
+//! change, so they are verified and then cloned. A file the caller opened from a tree it does
+//! not control ([`SourceFile::Open`], a running container's upperdir) may change between the
+//! two, so a clone from it is checked after it is made: the clone is private, so once it
+//! matches it can no longer change.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::num::NonZeroU64;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use strata_types::{Blake3Digest, Sha256Digest};
 
@@ -41,10 +48,73 @@ impl Expect {
     }
 }
 
+/// The file a local range is in.
+#[derive(Clone, Debug)]
+pub enum SourceFile {
+    /// A file of a store layer: opened (without following a symlink in its last component)
+    /// when the run that needs it is assembled. It does not change.
+    Path(PathBuf),
+    /// A file the caller opened (beneath a tree it does not control). It may change while
+    /// it is read: clones from it are checked after they are made.
+    Open(Arc<File>),
+}
+
+impl SourceFile {
+    fn may_change(&self) -> bool {
+        matches!(self, SourceFile::Open(_))
+    }
+
+    /// The open file; `None` when a path source is gone (or is no longer a plain file).
+    fn open(&self) -> io::Result<Option<FileRef<'_>>> {
+        match self {
+            SourceFile::Open(f) => Ok(Some(FileRef::Borrowed(f))),
+            SourceFile::Path(p) => match File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(p) {
+                Ok(f) => Ok(Some(FileRef::Owned(f))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}
+
+impl PartialEq for SourceFile {
+    fn eq(&self, other: &SourceFile) -> bool {
+        match (self, other) {
+            (SourceFile::Path(a), SourceFile::Path(b)) => a == b,
+            (SourceFile::Open(a), SourceFile::Open(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for SourceFile {}
+
+impl From<PathBuf> for SourceFile {
+    fn from(p: PathBuf) -> SourceFile {
+        SourceFile::Path(p)
+    }
+}
+
+/// An opened source: ours to close, or the caller's.
+enum FileRef<'a> {
+    Owned(File),
+    Borrowed(&'a File),
+}
+
+impl std::ops::Deref for FileRef<'_> {
+    type Target = File;
+    fn deref(&self) -> &File {
+        match self {
+            FileRef::Owned(f) => f,
+            FileRef::Borrowed(f) => f,
+        }
+    }
+}
+
 /// A range of a file in a local layer believed to hold the wanted bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalRange {
-    pub source: PathBuf,
+    pub source: SourceFile,
     pub offset: u64,
     pub len: u64,
     pub expect: Expect,
@@ -261,14 +331,13 @@ impl Assembler {
         let first = run[0].local.as_ref().expect("run of local pieces");
         let src_start = first.offset;
         let run_len: u64 = run.iter().map(|p| p.len).sum();
-        let opened = File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(&first.source);
-        let (src, src_size) = match opened {
-            Ok(f) => match f.metadata() {
+        let may_change = first.source.may_change();
+        let (src, src_size) = match first.source.open()? {
+            Some(f) => match f.metadata() {
                 Ok(m) if m.is_file() => (Some(f), m.len()),
                 _ => (None, 0),
             },
-            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => (None, 0),
-            Err(e) => return Err(e),
+            None => (None, 0),
         };
         let mut buf = vec![0u8; run_len as usize];
         let readable = match &src {
@@ -310,6 +379,7 @@ impl Assembler {
                 dst_start + rel,
                 data,
                 ends_file && m == run.len() && reaches_src_eof,
+                may_change,
                 out,
             )?;
             rel += len;
@@ -320,6 +390,9 @@ impl Assembler {
 
     /// Places verified bytes `data` (= `src[src_off..]`) at `dst_off`: the block-aligned
     /// interior by clone when source and destination share the block phase, the rest by write.
+    /// When the source `may_change`, the clone is read back and compared with `data`; a
+    /// clone that differs (the source changed since it was verified) is overwritten with
+    /// `data`.
     #[allow(clippy::too_many_arguments)]
     fn place_verified(
         &mut self,
@@ -329,6 +402,7 @@ impl Assembler {
         dst_off: u64,
         data: &[u8],
         tail_at_eof: bool,
+        may_change: bool,
         out: &mut Assembled,
     ) -> io::Result<()> {
         let len = data.len() as u64;
@@ -350,6 +424,17 @@ impl Assembler {
                 {
                     cloned_end = body_start; // clone refused: write everything
                 }
+                if cloned_end > body_start && may_change {
+                    let cloned = &data[body_start as usize..cloned_end as usize];
+                    let mut back = vec![0u8; cloned.len()];
+                    let same = dst.read_exact_at(&mut back, dst_off + body_start).is_ok() && back == cloned;
+                    if !same {
+                        // Changed after verification: the verified bytes, not the clone.
+                        dst.write_all_at(data, dst_off)?;
+                        out.copied += len;
+                        return Ok(());
+                    }
+                }
                 if cloned_end > body_start {
                     if body_start > 0 {
                         dst.write_all_at(&data[..body_start as usize], dst_off)?;
@@ -369,59 +454,107 @@ impl Assembler {
     }
 
     /// Reuses a whole local file for `dst` (new and empty): verifies the source, then
-    /// clones it (FICLONE) or copies it. Returns `None` when the source is gone or does not
-    /// have the expected digest (and leaves `dst` empty).
+    /// clones it (FICLONE) or copies it. A source that may change is cloned first and the
+    /// clone verified instead. Returns `None` when the source is gone or does not have the
+    /// expected digest (and leaves `dst` empty).
     pub fn reuse_whole(&mut self, dst: &File, src: &LocalRange) -> io::Result<Option<Assembled>> {
-        let f = match File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(&src.source) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
-            Err(e) => return Err(e),
-        };
+        let Some(f) = src.source.open()? else { return Ok(None) };
         let meta = f.metadata()?;
         if !meta.is_file() || meta.len() != src.len || src.offset != 0 {
             return Ok(None);
         }
         let can_clone = self.clones != CloneSupport::No && self.allow_reflink;
-        // Hash while reading; when clones are off, write as we go (a single pass).
+        if !can_clone {
+            return self.copy_verified(&f, dst, src);
+        }
+        if src.source.may_change() {
+            return self.clone_then_verify(&f, dst, src);
+        }
+        // A store layer's file: hash it, then clone it.
         let mut verifier = Verifier::new(src.expect);
         // Sized to the file: most reused files are small, and zeroing 1 MiB per file showed up
         // as 9% of a pull's CPU.
         let mut buf = vec![0u8; (src.len as usize).clamp(1, 1 << 20)];
         let mut pos = 0u64;
-        let mut reader = (&f).take(src.len);
+        let mut reader = (&*f).take(src.len);
         loop {
             let n = reader.read(&mut buf)?;
             if n == 0 {
                 break;
             }
             verifier.update(&buf[..n]);
-            if !can_clone {
-                dst.write_all_at(&buf[..n], pos)?;
+            pos += n as u64;
+        }
+        if pos != src.len || !verifier.matches() {
+            return Ok(None);
+        }
+        match reflink_copy::reflink_file(&f, dst) {
+            Ok(()) => {
+                self.clones = CloneSupport::Yes;
+                Ok(Some(Assembled { reflinked: src.len, ..Default::default() }))
             }
+            Err(e) => {
+                if is_unsupported(&e) {
+                    self.clones = CloneSupport::No;
+                }
+                copy_all(&f, dst, src.len)?;
+                Ok(Some(Assembled { copied: src.len, ..Default::default() }))
+            }
+        }
+    }
+}
+
+impl Assembler {
+    /// FICLONE of a source that may change, then the clone (private, so stable) hashed.
+    fn clone_then_verify(&mut self, f: &File, dst: &File, src: &LocalRange) -> io::Result<Option<Assembled>> {
+        match reflink_copy::reflink_file(f, dst) {
+            Ok(()) => self.clones = CloneSupport::Yes,
+            Err(e) => {
+                if is_unsupported(&e) {
+                    self.clones = CloneSupport::No;
+                }
+                // Copying verifies as it goes: what is written is what was hashed.
+                return self.copy_verified(f, dst, src);
+            }
+        }
+        let mut verifier = Verifier::new(src.expect);
+        let mut buf = vec![0u8; (src.len as usize).clamp(1, 1 << 20)];
+        let mut pos = 0u64;
+        while pos < src.len {
+            let n = dst.read_at(&mut buf, pos)?;
+            if n == 0 {
+                break;
+            }
+            verifier.update(&buf[..n]);
+            pos += n as u64;
+        }
+        if pos != src.len || dst.metadata()?.len() != src.len || !verifier.matches() {
+            dst.set_len(0)?;
+            return Ok(None);
+        }
+        Ok(Some(Assembled { reflinked: src.len, ..Default::default() }))
+    }
+
+    /// Reads, hashes and writes in one pass; `None` (dst emptied) when the digest differs.
+    fn copy_verified(&mut self, f: &File, dst: &File, src: &LocalRange) -> io::Result<Option<Assembled>> {
+        let mut verifier = Verifier::new(src.expect);
+        let mut buf = vec![0u8; (src.len as usize).clamp(1, 1 << 20)];
+        let mut pos = 0u64;
+        let mut reader = f.take(src.len);
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            verifier.update(&buf[..n]);
+            dst.write_all_at(&buf[..n], pos)?;
             pos += n as u64;
         }
         if pos != src.len || !verifier.matches() {
             dst.set_len(0)?;
             return Ok(None);
         }
-        let mut out = Assembled::default();
-        if can_clone {
-            match reflink_copy::reflink_file(&f, dst) {
-                Ok(()) => {
-                    self.clones = CloneSupport::Yes;
-                    out.reflinked = src.len;
-                    return Ok(Some(out));
-                }
-                Err(e) => {
-                    if is_unsupported(&e) {
-                        self.clones = CloneSupport::No;
-                    }
-                    copy_all(&f, dst, src.len)?;
-                }
-            }
-        }
-        out.copied = src.len;
-        Ok(Some(out))
+        Ok(Some(Assembled { copied: src.len, ..Default::default() }))
     }
 }
 

@@ -10,7 +10,7 @@ pub mod assemble;
 pub mod cdc;
 pub mod digest;
 
-pub use assemble::{Assembled, Assembler, Expect, Fill, LocalRange, Method, Piece};
+pub use assemble::{Assembled, Assembler, Expect, Fill, LocalRange, Method, Piece, SourceFile};
 pub use digest::{
     Chunk, FileDigests, HashOptions, digest_bytes, digest_file, digest_path, digest_paths, digest_stream,
 };

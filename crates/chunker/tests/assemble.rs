@@ -23,7 +23,7 @@ fn pieces_from<'a>(old_path: &Path, old: &[u8], new: &'a [u8]) -> Vec<Piece<'a>>
         .map(|c| {
             let bytes = &new[c.offset as usize..][..c.len as usize];
             let local = by_digest.get(&c.digest).map(|&off| LocalRange {
-                source: old_path.to_owned(),
+                source: old_path.to_owned().into(),
                 offset: off,
                 len: u64::from(c.len),
                 expect: Expect::Blake3(c.digest),
@@ -90,7 +90,7 @@ fn check_fs(fs_dir: &Path, expect_reflinks: bool) {
     let whole = fs_dir.join("whole");
     let f = File::create_new(&whole).unwrap();
     let src = LocalRange {
-        source: old_path.clone(),
+        source: old_path.clone().into(),
         offset: 0,
         len: old.len() as u64,
         expect: Expect::Blake3(Blake3Digest::of(&old)),
@@ -162,8 +162,12 @@ fn wrong_or_missing_sources_are_never_used() {
     let (_, r) = assemble_to(dir.path(), "c", &missing, &mut asm);
     assert_eq!(r.missing.len(), pieces.len());
     let whole = File::create_new(dir.path().join("d")).unwrap();
-    let lr =
-        LocalRange { source: src, offset: 0, len: old.len() as u64, expect: Expect::Blake3(Blake3Digest::of(&old)) };
+    let lr = LocalRange {
+        source: src.into(),
+        offset: 0,
+        len: old.len() as u64,
+        expect: Expect::Blake3(Blake3Digest::of(&old)),
+    };
     assert!(asm.reuse_whole(&whole, &lr).unwrap().is_none());
     assert_eq!(whole.metadata().unwrap().len(), 0);
 }

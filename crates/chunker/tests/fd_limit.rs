@@ -25,7 +25,7 @@ fn assembles_from_thousands_of_sources_with_64_fds() {
         pieces.push(Piece {
             len: 4000,
             local: Some(LocalRange {
-                source: p,
+                source: p.into(),
                 offset: 1000,
                 len: 4000,
                 expect: Expect::Blake3(Blake3Digest::of(&data[1000..5000])),

@@ -72,7 +72,7 @@ fn assembly_survives_concurrent_deletion_of_sources() {
             pieces.push(Piece {
                 len: u64::from(c.len),
                 local: Some(LocalRange {
-                    source: layer.join(format!("f{i}")),
+                    source: layer.join(format!("f{i}")).into(),
                     offset: c.offset,
                     len: u64::from(c.len),
                     expect: Expect::Blake3(c.digest),

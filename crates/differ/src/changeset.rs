@@ -2,12 +2,12 @@
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use strata_types::{Entry, EntryKind, RelPath};
 
 use crate::mount::TempOverlay;
+use crate::tree::Source;
 
 /// How a changeset was computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,16 +72,17 @@ pub struct Change {
     pub path: RelPath,
     /// The new object (for `Add` and `Modify`); `None` for `Delete` and `Opaque`.
     pub entry: Option<Entry>,
-    /// Absolute path of the object the entry was read from (upperdir, target or merged view);
-    /// for regular files this is where the data is read when the layer is written.
-    pub source: Option<PathBuf>,
+    /// The object the entry was read from (in the upperdir, target or merged view, reached
+    /// beneath that tree's root); for regular files this is where the data is read when the
+    /// layer is written.
+    pub source: Option<Source>,
     /// For regular files with more than one link: the inode, so the writer can emit one
     /// regular entry and hardlinks (typeflag 1) for the other names of the same inode.
     pub hardlink: Option<InodeKey>,
 }
 
 impl Change {
-    pub(crate) fn object(kind: ChangeKind, entry: Entry, source: PathBuf, hardlink: Option<InodeKey>) -> Change {
+    pub(crate) fn object(kind: ChangeKind, entry: Entry, source: Source, hardlink: Option<InodeKey>) -> Change {
         Change { kind, path: entry.path.clone(), entry: Some(entry), source: Some(source), hardlink }
     }
 
@@ -211,7 +212,8 @@ mod tests {
     fn whiteouts_come_before_siblings_and_subtrees_follow_their_directory() {
         let file = |s: &str| {
             let e = Entry::new(p(s), EntryKind::File);
-            Change::object(ChangeKind::Add, e, PathBuf::from("/x"), None)
+            let src = Source::new(crate::Tree::lazy("/x"), p(s), None);
+            Change::object(ChangeKind::Add, e, src, None)
         };
         let mut v = [
             file("a/b"),

@@ -14,17 +14,17 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
 
 use strata_types::{EntryKind, RelPath};
 
 use crate::DiffError;
 use crate::changeset::{Change, ChangeKind, InodeKey};
-use crate::inode::{Inode, io_err, is_oci_whiteout_name, read_inode, sorted_names};
+use crate::inode::{Inode, io_err, is_oci_whiteout_name};
+use crate::tree::{Source, Tree};
 
 struct DoubleWalk<'a> {
-    base: &'a Path,
-    target: &'a Path,
+    base: &'a Tree,
+    target: &'a Tree,
     changes: Vec<Change>,
     /// Every name of each multiply-linked target file.
     groups: BTreeMap<InodeKey, Vec<(RelPath, Inode)>>,
@@ -32,10 +32,10 @@ struct DoubleWalk<'a> {
 }
 
 /// Compares `target` against `base`; changes bring `base` to `target`.
-pub(crate) fn walk_trees(base: &Path, target: &Path) -> Result<Vec<Change>, DiffError> {
+pub(crate) fn walk_trees(base: &Tree, target: &Tree) -> Result<Vec<Change>, DiffError> {
     for root in [base, target] {
-        if !read_inode(root, &RelPath::root())?.is_some_and(|i| i.is_dir()) {
-            return Err(DiffError::NotADirectory { path: root.to_path_buf() });
+        if !root.read_inode(&RelPath::root())?.is_some_and(|i| i.is_dir()) {
+            return Err(DiffError::NotADirectory { path: root.path().to_path_buf() });
         }
     }
     let mut w =
@@ -46,12 +46,8 @@ pub(crate) fn walk_trees(base: &Path, target: &Path) -> Result<Vec<Change>, Diff
     for key in &w.changed_groups {
         for (rel, inode) in &w.groups[key] {
             if !emitted.contains(rel) {
-                let kind = if read_inode(&base.join(rel.as_path()), rel)?.is_some() {
-                    ChangeKind::Modify
-                } else {
-                    ChangeKind::Add
-                };
-                w.changes.push(object(kind, inode, target.join(rel.as_path())));
+                let kind = if base.read_inode(rel)?.is_some() { ChangeKind::Modify } else { ChangeKind::Add };
+                w.changes.push(object(kind, inode, target, rel));
             }
         }
     }
@@ -59,14 +55,15 @@ pub(crate) fn walk_trees(base: &Path, target: &Path) -> Result<Vec<Change>, Diff
     Ok(w.changes)
 }
 
-fn object(kind: ChangeKind, inode: &Inode, source: PathBuf) -> Change {
+fn object(kind: ChangeKind, inode: &Inode, tree: &Tree, rel: &RelPath) -> Change {
     let entry = inode.entry.clone().expect("only representable objects become changes");
+    let source = Source::new(tree.clone(), rel.clone(), Some(inode.key));
     Change::object(kind, entry, source, inode.hardlink_key())
 }
 
 /// Adds a `Modify` for every ancestor directory of a change that is not itself a change,
 /// so a layer never has an entry whose parent directory it does not describe.
-pub(crate) fn include_parents(changes: &mut Vec<Change>, tree: &Path) -> Result<(), DiffError> {
+pub(crate) fn include_parents(changes: &mut Vec<Change>, tree: &Tree) -> Result<(), DiffError> {
     let present: HashSet<RelPath> = changes.iter().filter(|c| !c.is_whiteout()).map(|c| c.path.clone()).collect();
     let mut missing: Vec<RelPath> = Vec::new();
     let mut seen = HashSet::new();
@@ -82,11 +79,11 @@ pub(crate) fn include_parents(changes: &mut Vec<Change>, tree: &Path) -> Result<
         }
     }
     for anc in missing {
-        let abs = tree.join(anc.as_path());
-        let inode = read_inode(&abs, &anc)?
+        let inode = tree
+            .read_inode(&anc)?
             .filter(Inode::is_dir)
-            .ok_or_else(|| DiffError::NotADirectory { path: abs.clone() })?;
-        changes.push(object(ChangeKind::Modify, &inode, abs));
+            .ok_or_else(|| DiffError::NotADirectory { path: tree.display(&anc) })?;
+        changes.push(object(ChangeKind::Modify, &inode, tree, &anc));
     }
     Ok(())
 }
@@ -95,29 +92,27 @@ impl DoubleWalk<'_> {
     /// Compares the children of `dir` (a directory in both trees). Returns whether anything
     /// below it changed.
     fn compare_dir(&mut self, dir: &RelPath) -> Result<bool, DiffError> {
-        let bnames = sorted_names(&self.base.join(dir.as_path()))?;
-        let tnames = sorted_names(&self.target.join(dir.as_path()))?;
+        let bnames = self.base.sorted_names(dir)?;
+        let tnames = self.target.sorted_names(dir)?;
         let mut names: Vec<&Vec<u8>> = bnames.iter().chain(tnames.iter()).collect();
         names.sort();
         names.dedup();
         let mut changed = false;
         for name in names {
             let rel = dir.join(name)?;
-            let tabs = self.target.join(rel.as_path());
             if is_oci_whiteout_name(name) && tnames.binary_search(name).is_ok() {
-                return Err(DiffError::WhiteoutName { path: tabs });
+                return Err(DiffError::WhiteoutName { path: self.target.display(&rel) });
             }
             // Sockets count as absent; so do names readdir lists but lookup does not find
             // (an overlay whiteout xattr in an upper layer is listed yet hidden).
-            let t = read_inode(&tabs, &rel)?.filter(|i| i.entry.is_some());
-            let b = read_inode(&self.base.join(rel.as_path()), &rel)?.filter(|i| i.entry.is_some());
+            let t = self.target.read_inode(&rel)?.filter(|i| i.entry.is_some());
+            let b = self.base.read_inode(&rel)?.filter(|i| i.entry.is_some());
             changed |= self.compare(&rel, b.as_ref(), t.as_ref())?;
         }
         Ok(changed)
     }
 
     fn compare(&mut self, rel: &RelPath, b: Option<&Inode>, t: Option<&Inode>) -> Result<bool, DiffError> {
-        let tabs = self.target.join(rel.as_path());
         match (b, t) {
             (None, None) => Ok(false),
             (Some(_), None) => {
@@ -148,7 +143,7 @@ impl DoubleWalk<'_> {
                     }
                     return Ok(false);
                 }
-                if same_metadata(b, t) && same_content(b, t, &self.base.join(rel.as_path()), &tabs)? {
+                if same_metadata(b, t) && same_content(b, t, self.base, self.target, rel)? {
                     return Ok(false);
                 }
                 self.emit(ChangeKind::Modify, rel, t)?;
@@ -171,19 +166,18 @@ impl DoubleWalk<'_> {
                 group.push((rel.clone(), t.clone()));
             }
         }
-        self.changes.push(object(kind, t, self.target.join(rel.as_path())));
+        self.changes.push(object(kind, t, self.target, rel));
         Ok(())
     }
 
     /// Everything below a new directory of the target is an add.
     fn add_subtree(&mut self, dir: &RelPath) -> Result<(), DiffError> {
-        for name in sorted_names(&self.target.join(dir.as_path()))? {
+        for name in self.target.sorted_names(dir)? {
             let rel = dir.join(&name)?;
-            let abs = self.target.join(rel.as_path());
             if is_oci_whiteout_name(&name) {
-                return Err(DiffError::WhiteoutName { path: abs });
+                return Err(DiffError::WhiteoutName { path: self.target.display(&rel) });
             }
-            let Some(t) = read_inode(&abs, &rel)?.filter(|i| i.entry.is_some()) else { continue };
+            let Some(t) = self.target.read_inode(&rel)?.filter(|i| i.entry.is_some()) else { continue };
             self.emit(ChangeKind::Add, &rel, &t)?;
             if t.is_dir() {
                 self.add_subtree(&rel)?;
@@ -211,13 +205,14 @@ fn same_metadata(b: &Inode, t: &Inode) -> bool {
 }
 
 /// For regular files whose metadata matched: trust a nanosecond mtime, otherwise compare.
-fn same_content(b: &Inode, t: &Inode, babs: &Path, tabs: &Path) -> Result<bool, DiffError> {
+fn same_content(b: &Inode, t: &Inode, base: &Tree, target: &Tree, rel: &RelPath) -> Result<bool, DiffError> {
     let Some(te) = &t.entry else { return Ok(false) };
     if te.kind != EntryKind::File || te.mtime.nanos != 0 || b.key == t.key {
         return Ok(true);
     }
-    let mut bf = File::open(babs).map_err(io_err(babs))?;
-    let mut tf = File::open(tabs).map_err(io_err(tabs))?;
+    let (babs, tabs) = (&base.display(rel), &target.display(rel));
+    let mut bf: File = base.open_file(rel).map_err(io_err(babs))?;
+    let mut tf: File = target.open_file(rel).map_err(io_err(tabs))?;
     let mut bb = vec![0u8; 1 << 16];
     let mut tb = vec![0u8; 1 << 16];
     loop {

@@ -1,15 +1,21 @@
-//! Reading one object with `lstat` (never `stat`: symlinks are objects, not paths to follow)
-//! and its extended attributes, separating overlayfs's private xattrs from the object's own.
+//! Reading one object with `fstatat(AT_SYMLINK_NOFOLLOW)` relative to its directory's
+//! descriptor (never `stat`: symlinks are objects, not paths to follow; see `tree.rs`) and its
+//! extended attributes, separating overlayfs's private xattrs from the object's own.
 
+use std::ffi::OsStr;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::fstatat;
 use strata_types::{Entry, EntryKind, RelPath, Timestamp, Xattrs};
 
 use crate::DiffError;
 use crate::changeset::InodeKey;
+use crate::tree::{Tree, proc_path, sorted_names_at};
 
 /// The two namespaces overlayfs keeps its private xattrs in (`userxattr` mounts use `user.`).
 pub const OVERLAY_XATTR_PREFIXES: [&str; 2] = ["trusted.overlay.", "user.overlay."];
@@ -80,66 +86,97 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DiffError + '_ {
     move |source| DiffError::Io { path: path.to_path_buf(), source }
 }
 
-/// `lstat`s `abs` (which is `rel` inside its tree) and reads its xattrs. `Ok(None)` when the
-/// path does not exist (or a component of it is not a directory).
-pub(crate) fn read_inode(abs: &Path, rel: &RelPath) -> Result<Option<Inode>, DiffError> {
-    let md = match std::fs::symlink_metadata(abs) {
-        Ok(md) => md,
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(None),
-        Err(e) => return Err(io_err(abs)(e)),
+impl Tree {
+    /// Reads the object `rel` of the tree (`lstat` and xattrs, never following a symlink).
+    /// `Ok(None)` when it does not exist (or a component of its parent is not a directory).
+    pub(crate) fn read_inode(&self, rel: &RelPath) -> Result<Option<Inode>, DiffError> {
+        if rel.is_root() {
+            let dir = self.open_dir(rel)?;
+            return read_inode_at(dir.as_fd(), OsStr::new("."), rel, &self.display(rel));
+        }
+        let Some((dir, name)) = self.parent_of(rel)? else { return Ok(None) };
+        read_inode_at(dir.as_fd(), &name, rel, &self.display(rel))
+    }
+
+    /// Sorted names of the children of the directory `rel` (byte order).
+    pub(crate) fn sorted_names(&self, rel: &RelPath) -> Result<Vec<Vec<u8>>, DiffError> {
+        let dir = self.open_dir(rel)?;
+        sorted_names_at(dir.as_fd()).map_err(io_err(&self.display(rel)))
+    }
+}
+
+/// Reads the object `name` of the directory `dir` (which is `rel`'s parent; `display` names
+/// it in errors). `Ok(None)` when it does not exist.
+pub(crate) fn read_inode_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    rel: &RelPath,
+    display: &Path,
+) -> Result<Option<Inode>, DiffError> {
+    let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(None),
+        Err(e) => return Err(io_err(display)(e.into())),
     };
-    let st_mode = md.mode();
+    let st_mode = st.st_mode;
     let kind = EntryKind::from_mode(st_mode);
     let mut ovl = OverlayAttrs::default();
-    let xattrs = read_xattrs(abs, &mut ovl)?;
+    let xattrs = read_xattrs(&proc_path(dir, name), display, &mut ovl)?;
     let entry = match kind {
         None => None,
         Some(kind) => {
             let mut e = Entry::new(rel.clone(), kind);
             e.mode = st_mode & 0o7777;
-            e.uid = md.uid();
-            e.gid = md.gid();
-            e.mtime = Timestamp::new(md.mtime(), md.mtime_nsec() as u32);
+            e.uid = st.st_uid;
+            e.gid = st.st_gid;
+            e.mtime = Timestamp::new(st.st_mtime, st.st_mtime_nsec as u32);
             e.xattrs = xattrs;
             match kind {
-                EntryKind::File => e.size = md.size(),
+                EntryKind::File => e.size = st.st_size as u64,
                 EntryKind::Symlink => {
-                    let target = std::fs::read_link(abs).map_err(io_err(abs))?;
-                    e.link_target = Some(target.as_os_str().as_bytes().to_vec());
+                    let target = nix::fcntl::readlinkat(dir, name).map_err(|e| io_err(display)(e.into()))?;
+                    e.link_target = Some(target.as_bytes().to_vec());
                 }
                 EntryKind::CharDevice | EntryKind::BlockDevice => {
-                    e.dev_major = nix::sys::stat::major(md.rdev()) as u32;
-                    e.dev_minor = nix::sys::stat::minor(md.rdev()) as u32;
+                    e.dev_major = nix::sys::stat::major(st.st_rdev) as u32;
+                    e.dev_minor = nix::sys::stat::minor(st.st_rdev) as u32;
                 }
                 _ => {}
             }
             Some(e)
         }
     };
-    Ok(Some(Inode { entry, key: InodeKey { dev: md.dev(), ino: md.ino() }, nlink: md.nlink(), rdev: md.rdev(), ovl }))
+    Ok(Some(Inode {
+        entry,
+        key: InodeKey { dev: st.st_dev, ino: st.st_ino },
+        nlink: st.st_nlink,
+        rdev: st.st_rdev,
+        ovl,
+    }))
 }
 
-/// The object's own xattrs (sorted); overlayfs's private ones go to `ovl` instead.
-fn read_xattrs(abs: &Path, ovl: &mut OverlayAttrs) -> Result<Xattrs, DiffError> {
+/// The object's own xattrs (sorted); overlayfs's private ones go to `ovl` instead. `at` is
+/// a `/proc/self/fd` path (see [`proc_path`]); `display` names the object in errors.
+fn read_xattrs(at: &Path, display: &Path, ovl: &mut OverlayAttrs) -> Result<Xattrs, DiffError> {
     let mut out = Xattrs::new();
-    let names = match xattr::list(abs) {
+    let names = match xattr::list(at) {
         Ok(names) => names,
         // Filesystems without xattr support (or the object vanished between calls).
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENOENT)) => return Ok(out),
-        Err(e) => return Err(io_err(abs)(e)),
+        Err(e) => return Err(io_err(display)(e)),
     };
     for name in names {
         let Some(name_str) = name.to_str() else {
             return Err(DiffError::XattrName {
-                path: abs.to_path_buf(),
+                path: display.to_path_buf(),
                 name: String::from_utf8_lossy(name.as_bytes()).into_owned(),
             });
         };
-        let value = match xattr::get(abs, &name) {
+        let value = match xattr::get(at, &name) {
             Ok(Some(v)) => v,
             Ok(None) => continue,
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => continue,
-            Err(e) => return Err(io_err(abs)(e)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA) | Some(libc::ENOENT)) => continue,
+            Err(e) => return Err(io_err(display)(e)),
         };
         if let Some(prefix) = OVERLAY_XATTR_PREFIXES.iter().find(|p| name_str.starts_with(*p)) {
             ovl.user_ns |= prefix.starts_with("user.");
@@ -155,22 +192,11 @@ fn read_xattrs(abs: &Path, ovl: &mut OverlayAttrs) -> Result<Xattrs, DiffError> 
             continue;
         }
         if name_str.contains('=') || name_str.is_empty() {
-            return Err(DiffError::XattrName { path: abs.to_path_buf(), name: name_str.to_owned() });
+            return Err(DiffError::XattrName { path: display.to_path_buf(), name: name_str.to_owned() });
         }
         out.insert(name_str.to_owned(), value);
     }
     Ok(out)
-}
-
-/// Sorted names of a directory's children (byte order).
-pub(crate) fn sorted_names(dir: &Path) -> Result<Vec<Vec<u8>>, DiffError> {
-    let mut names = Vec::new();
-    for ent in std::fs::read_dir(dir).map_err(io_err(dir))? {
-        let ent = ent.map_err(io_err(dir))?;
-        names.push(ent.file_name().as_bytes().to_vec());
-    }
-    names.sort();
-    Ok(names)
 }
 
 /// True for names that are OCI whiteout markers, which cannot be represented in a layer.

@@ -16,7 +16,10 @@
 //! and overlay's own xattrs are never copied into a change.
 //!
 //! Policies worth knowing:
-//! - Objects are read with `lstat`/`llistxattr` (never following symlinks).
+//! - Objects are read beneath each tree's root descriptor (`openat2(RESOLVE_BENEATH |
+//!   RESOLVE_NO_SYMLINKS)`, `fstatat(AT_SYMLINK_NOFOLLOW)`, `l*xattr` through
+//!   `/proc/self/fd`): no symlink is ever followed, and a tree changing while it is read (a
+//!   running container's upperdir) cannot lead the walk outside it. See [`Tree`].
 //! - Names beginning with `.wh.` in an upperdir or target tree are an error
 //!   ([`DiffError::WhiteoutName`]): a layer cannot carry them.
 //! - Sockets are skipped; one that replaces a lower object becomes a deletion of it.
@@ -38,6 +41,7 @@ mod lowers;
 mod mount;
 mod mountinfo;
 pub mod tar_header;
+mod tree;
 mod upper;
 mod write;
 
@@ -48,6 +52,7 @@ pub use changeset::{Change, ChangeKind, Changeset, DiffMethod, InodeKey};
 pub use inode::{OVERLAY_XATTR_PREFIXES, is_overlay_xattr};
 pub use mount::TempOverlay;
 pub use mountinfo::{OverlayDirs, find_overlay, parse_overlay_options, split_lowerdir, unescape_octal};
+pub use tree::{Source, Tree};
 pub use write::{WriteOptions, WriteStats, write_layer};
 
 /// Everything that can go wrong while diffing or writing a layer.
@@ -91,11 +96,17 @@ pub enum DiffError {
 /// (a live mountpoint) or, when `None`, a private read-only overlay of `upper` over `lowers`
 /// (`redirect_dir=follow,metacopy=on`, so the kernel resolves redirects and metacopy files),
 /// which needs `CAP_SYS_ADMIN`.
+///
+/// The upperdir and the lowers are read beneath their roots without following any symlink
+/// (see [`Tree`]): a container changing its upperdir meanwhile cannot make the walk read
+/// anything outside them.
 pub fn diff_overlay(upper: &Path, lowers: &[PathBuf], merged: Option<&Path>) -> Result<Changeset, DiffError> {
-    let (walk, user_ns) = upper::walk_upper(upper, lowers)?;
+    let upper_tree = Tree::open(upper)?;
+    let lower_trees = lowers.iter().map(|l| Tree::open(l)).collect::<Result<Vec<_>, _>>()?;
+    let (walk, user_ns) = upper::walk_upper(&upper_tree, &lower_trees)?;
     match walk {
         upper::Walk::Done(mut changes) => {
-            double::include_parents(&mut changes, upper)?;
+            double::include_parents(&mut changes, &upper_tree)?;
             Ok(Changeset::new(DiffMethod::Upperdir, changes))
         }
         upper::Walk::Unprovable(reason) => double_walk_fallback(upper, lowers, merged, reason, user_ns),
@@ -135,7 +146,7 @@ fn double_walk_fallback(
         mounts.push(b);
         p
     };
-    let changes = double::walk_trees(&base_path, &merged_path)?;
+    let changes = double::walk_trees(&Tree::open(&base_path)?, &Tree::open(&merged_path)?)?;
     let mut cs = Changeset::new(DiffMethod::DoubleWalk, changes);
     cs.fallback_reason = Some(reason);
     cs._mounts = mounts;
@@ -144,7 +155,7 @@ fn double_walk_fallback(
 
 /// Diffs two plain trees: the changes that turn `base` into `target`.
 pub fn diff_trees(base: &Path, target: &Path) -> Result<Changeset, DiffError> {
-    Ok(Changeset::new(DiffMethod::DoubleWalk, double::walk_trees(base, target)?))
+    Ok(Changeset::new(DiffMethod::DoubleWalk, double::walk_trees(&Tree::open(base)?, &Tree::open(target)?)?))
 }
 
 /// The upper, lower and work directories of the overlay mounted at `mountpoint`, read from

@@ -8,12 +8,12 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use strata_types::RelPath;
 
 use crate::DiffError;
-use crate::inode::{Inode, read_inode};
+use crate::inode::Inode;
+use crate::tree::Tree;
 
 /// Why the lowers cannot be resolved by this walk (redirects or metacopy in a lower).
 #[derive(Debug)]
@@ -41,12 +41,12 @@ enum DirState {
 /// The lower layers of an overlay, top-most first, with a cache of directory lookups.
 #[derive(Debug)]
 pub(crate) struct LowerStack {
-    layers: Vec<PathBuf>,
+    layers: Vec<Tree>,
     dirs: RefCell<HashMap<(usize, RelPath), DirState>>,
 }
 
 impl LowerStack {
-    pub fn new(layers: &[PathBuf]) -> LowerStack {
+    pub fn new(layers: &[Tree]) -> LowerStack {
         LowerStack { layers: layers.to_vec(), dirs: RefCell::new(HashMap::new()) }
     }
 
@@ -54,13 +54,13 @@ impl LowerStack {
         if let Some(s) = self.dirs.borrow().get(&(layer, rel.clone())) {
             return Ok(*s);
         }
-        let state = match read_inode(&self.layers[layer].join(rel.as_path()), rel)? {
+        let state = match self.layers[layer].read_inode(rel)? {
             None => DirState::Missing,
             Some(i) if i.is_dir() => {
                 if i.ovl.redirect {
                     return Err(LookupError::Unprovable(format!(
                         "lower directory {} has an overlay.redirect xattr",
-                        self.layers[layer].join(rel.as_path()).display()
+                        self.layers[layer].display(rel).display()
                     )));
                 }
                 DirState::Dir { opaque: i.ovl.is_opaque() }
@@ -91,8 +91,8 @@ impl LowerStack {
                     DirState::Dir { opaque } => opaque_above |= opaque,
                 }
             }
-            let abs = self.layers[layer].join(rel.as_path());
-            if let Some(inode) = read_inode(&abs, rel)? {
+            let abs = self.layers[layer].display(rel);
+            if let Some(inode) = self.layers[layer].read_inode(rel)? {
                 if inode.is_whiteout() {
                     return Ok(None);
                 }

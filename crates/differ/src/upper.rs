@@ -9,14 +9,19 @@
 //! `index=on`: other names of that inode in the lowers show the upper data). The caller then falls back to a double walk.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 
+use nix::fcntl::OFlag;
 use strata_types::{EntryKind, RelPath};
 
 use crate::DiffError;
 use crate::changeset::{Change, ChangeKind, InodeKey};
-use crate::inode::{Inode, is_oci_whiteout_name, read_inode, sorted_names};
+use crate::inode::{Inode, io_err, is_oci_whiteout_name, read_inode_at};
 use crate::lowers::{LookupError, LowerStack};
+use crate::tree::{Source, Tree, open_at_beneath, sorted_names_at};
 
 pub(crate) enum Walk {
     Done(Vec<Change>),
@@ -34,7 +39,7 @@ enum LowerScope {
 }
 
 struct UpperWalk<'a> {
-    upper: &'a Path,
+    upper: &'a Tree,
     lowers: LowerStack,
     changes: Vec<Change>,
     /// Set when some object uses the `user.overlay.` namespace (a `userxattr` mount).
@@ -43,8 +48,10 @@ struct UpperWalk<'a> {
     links: HashMap<InodeKey, (u64, Vec<PathBuf>)>,
 }
 
-/// Walks `upper` against `lowers` (top-most first).
-pub(crate) fn walk_upper(upper: &Path, lowers: &[PathBuf]) -> Result<(Walk, bool), DiffError> {
+/// Walks `upper` against `lowers` (top-most first). Every directory is read through a
+/// descriptor opened from its parent's (see `tree.rs`): nothing the container does to the
+/// upperdir meanwhile can make the walk leave it.
+pub(crate) fn walk_upper(upper: &Tree, lowers: &[Tree]) -> Result<(Walk, bool), DiffError> {
     let mut w = UpperWalk {
         upper,
         lowers: LowerStack::new(lowers),
@@ -52,9 +59,10 @@ pub(crate) fn walk_upper(upper: &Path, lowers: &[PathBuf]) -> Result<(Walk, bool
         user_ns: false,
         links: HashMap::new(),
     };
-    let root = read_inode(upper, &RelPath::root())?
+    let root_dir = upper.open_dir(&RelPath::root())?;
+    let root = read_inode_at(root_dir.as_fd(), OsStr::new("."), &RelPath::root(), upper.path())?
         .filter(Inode::is_dir)
-        .ok_or_else(|| DiffError::NotADirectory { path: upper.to_path_buf() })?;
+        .ok_or_else(|| DiffError::NotADirectory { path: upper.path().to_path_buf() })?;
     if root.ovl.redirect || root.ovl.metacopy {
         return Ok((
             Walk::Unprovable("the upperdir's root carries overlay.redirect/metacopy".into()),
@@ -68,7 +76,7 @@ pub(crate) fn walk_upper(upper: &Path, lowers: &[PathBuf]) -> Result<(Walk, bool
     } else {
         LowerScope::Lookup
     };
-    let result = match w.walk_dir(&RelPath::root(), scope).and_then(|()| w.check_links()) {
+    let result = match w.walk_dir(root_dir.as_fd(), &RelPath::root(), scope).and_then(|()| w.check_links()) {
         Ok(()) => Walk::Done(w.changes),
         Err(LookupError::Unprovable(reason)) => Walk::Unprovable(reason),
         Err(LookupError::Err(e)) => return Err(e),
@@ -100,16 +108,16 @@ impl UpperWalk<'_> {
         }
     }
 
-    fn walk_dir(&mut self, dir: &RelPath, scope: LowerScope) -> Result<(), LookupError> {
-        let dir_abs = self.upper.join(dir.as_path());
-        for name in sorted_names(&dir_abs)? {
+    fn walk_dir(&mut self, dir_fd: BorrowedFd<'_>, dir: &RelPath, scope: LowerScope) -> Result<(), LookupError> {
+        let names = sorted_names_at(dir_fd).map_err(io_err(&self.upper.display(dir)))?;
+        for name in names {
             let rel = dir.join(&name).map_err(DiffError::from)?;
-            let abs = self.upper.join(rel.as_path());
+            let abs = self.upper.display(&rel);
             if is_oci_whiteout_name(&name) {
                 return Err(DiffError::WhiteoutName { path: abs }.into());
             }
             // Vanished since readdir: the upperdir is not quiescent; nothing to record.
-            let Some(up) = read_inode(&abs, &rel)? else { continue };
+            let Some(up) = read_inode_at(dir_fd, OsStr::from_bytes(&name), &rel, &abs)? else { continue };
             self.user_ns |= up.ovl.user_ns;
             if up.ovl.redirect {
                 return Err(LookupError::Unprovable(format!(
@@ -150,14 +158,23 @@ impl UpperWalk<'_> {
             let kind = if lower.is_some() { ChangeKind::Modify } else { ChangeKind::Add };
             let is_dir = entry.kind == EntryKind::Dir;
             let hardlink = up.hardlink_key();
-            self.changes.push(Change::object(kind, entry, abs, hardlink));
+            let source = Source::new(self.upper.clone(), rel.clone(), Some(up.key));
+            self.changes.push(Change::object(kind, entry, source, hardlink));
             if is_dir {
                 let lower_is_dir = lower.as_ref().is_some_and(Inode::is_dir);
                 if up.ovl.is_opaque() && lower_is_dir {
                     self.changes.push(Change::opaque(rel.clone()));
                 }
                 let child_scope = if lower_is_dir && !up.ovl.is_opaque() { scope } else { LowerScope::Hidden };
-                self.walk_dir(&rel, child_scope)?;
+                // One component, no symlink: a directory swapped for a symlink (or removed)
+                // since the fstatat above is not followed; its contents are simply not seen
+                // (the upperdir of a running container is not quiescent).
+                let child = match open_at_beneath(dir_fd, &name, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+                    Ok(fd) => fd,
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => continue,
+                    Err(e) => return Err(DiffError::Io { path: abs, source: e }.into()),
+                };
+                self.walk_dir(child.as_fd(), &rel, child_scope)?;
             }
         }
         Ok(())

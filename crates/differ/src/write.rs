@@ -11,9 +11,7 @@
 //! copy_file_range and, on XFS/btrfs, share the source's extents instead of copying them.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::fs::File;
 
 use strata_layer::TarOut;
 use strata_types::{Entry, EntryKind, RelPath};
@@ -22,6 +20,7 @@ use crate::DiffError;
 use crate::changeset::{ChangeKind, Changeset, InodeKey};
 use crate::inode::{io_err, is_oci_whiteout_name, is_overlay_xattr};
 use crate::tar_header::{BLOCK, MAX_OCTAL_8, MAX_OCTAL_12, Ustar, pax_data, pax_record, pax_time, round_up};
+use crate::tree::Source;
 
 /// How to write a layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +105,7 @@ pub fn write_layer(cs: &Changeset, out: &mut dyn TarOut, opts: &WriteOptions) ->
         };
         match link_to {
             Some(target) => w.object(entry, &tar_path, Some(&target), None)?,
-            None => w.object(entry, &tar_path, None, change.source.as_deref())?,
+            None => w.object(entry, &tar_path, None, change.source.as_ref())?,
         }
     }
     w.out.segment(&[0u8; 1024]).map_err(DiffError::Output)?;
@@ -176,7 +175,7 @@ impl Writer<'_> {
         e: &Entry,
         tar_path: &[u8],
         hardlink_to: Option<&[u8]>,
-        source: Option<&Path>,
+        source: Option<&Source>,
     ) -> Result<(), DiffError> {
         let mut name = tar_path.to_vec();
         if e.kind == EntryKind::Dir {
@@ -237,13 +236,15 @@ impl Writer<'_> {
     }
 }
 
-/// Opens a data source without following symlinks and checks it still has the size the
-/// changeset recorded (a file that changed since the diff would corrupt the stream).
-fn open_source(path: &Path, size: u64) -> Result<File, DiffError> {
-    let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(io_err(path))?;
-    let md = f.metadata().map_err(io_err(path))?;
-    if !md.is_file() || md.len() != size {
-        return Err(DiffError::SourceChanged { path: path.to_path_buf(), expected: size, found: md.len() });
+/// Opens a data source (beneath its tree, no symlink followed, the inode the differ saw) and
+/// checks it still has the size the changeset recorded (a file that changed since the diff
+/// would corrupt the stream).
+fn open_source(src: &Source, size: u64) -> Result<File, DiffError> {
+    let path = src.display();
+    let f = src.open().map_err(io_err(&path))?;
+    let md = f.metadata().map_err(io_err(&path))?;
+    if md.len() != size {
+        return Err(DiffError::SourceChanged { path, expected: size, found: md.len() });
     }
     Ok(f)
 }

@@ -9,8 +9,8 @@ use rocksdb::{
     IteratorMode, Options, WriteBatch, WriteOptions,
 };
 
-use crate::codec::{decode_locs, encode_locs};
-use crate::key::{Key, LayerNum, Loc, MAX_LOCS};
+use crate::codec::{LocOp, decode_locs, encode_locs, encode_op, full_merge};
+use crate::key::{Key, LayerNum, Loc};
 
 const CF_LOCS: &str = "locs";
 const CF_FILES: &str = "files";
@@ -33,12 +33,15 @@ pub enum IndexError {
     ReadOnly { path: PathBuf },
 }
 
-/// Whether the index is opened for writing (one process at a time: the store lock
-/// guarantees it) or read-only (any number of readers while no writer runs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the index is opened: for writing (one process at a time: the store's owner, which
+/// holds the store lock), read-only (a snapshot as of opening), or as a secondary instance
+/// (a reader alongside the owner that catches up with its writes on request,
+/// [`Index::catch_up`]; `dir` holds the secondary's own log files).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpenMode {
     ReadWrite,
     ReadOnly,
+    Secondary { dir: PathBuf },
 }
 
 /// The store's record tables, all in the `records` column family under a table byte.
@@ -72,17 +75,11 @@ fn file_key(layer: LayerNum, file: u32) -> [u8; 8] {
 /// A record of a [`Table`]: key (without the table byte) and value.
 pub type Record = (Vec<u8>, Vec<u8>);
 
-#[derive(Clone, Copy, Debug)]
-enum LocOp {
-    Add(Loc),
-    RemoveLayer(LayerNum),
-}
-
 /// A set of changes that becomes visible atomically in [`Index::commit`].
 #[derive(Default)]
 pub struct Batch {
     wb: WriteBatch,
-    loc_ops: BTreeMap<Key, Vec<LocOp>>,
+    loc_ops: Vec<(Key, LocOp)>,
     ops: usize,
     reserved_layers: u32,
 }
@@ -96,16 +93,16 @@ impl std::fmt::Debug for Batch {
 impl Batch {
     /// Records that `key`'s bytes are at `loc`.
     pub fn add_loc(&mut self, key: Key, loc: Loc) {
-        self.loc_ops.entry(key).or_default().push(LocOp::Add(loc));
+        self.loc_ops.push((key, LocOp::Add(loc)));
     }
 
     /// Drops every location of `layer` under `key`.
     pub fn remove_layer_loc(&mut self, key: Key, layer: LayerNum) {
-        self.loc_ops.entry(key).or_default().push(LocOp::RemoveLayer(layer));
+        self.loc_ops.push((key, LocOp::RemoveLayer(layer)));
     }
 
-    /// Number of keys with pending location changes.
-    pub fn loc_keys(&self) -> usize {
+    /// Number of pending location changes.
+    pub fn loc_ops(&self) -> usize {
         self.loc_ops.len()
     }
 
@@ -133,6 +130,17 @@ pub struct Index {
     commit_lock: Mutex<()>,
 }
 
+const LOCS_MERGE: &str = "strata-locs-v1";
+
+/// Partial merge: operands are op sequences, so two of them combine by concatenation.
+fn concat_operands(_key: &[u8], _base: Option<&[u8]>, ops: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+    Some(ops.iter().flatten().copied().collect())
+}
+
+fn merge_locs(_key: &[u8], base: Option<&[u8]>, ops: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+    Some(full_merge(base, ops))
+}
+
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Index").field("path", &self.path).field("mode", &self.mode).finish()
@@ -146,8 +154,10 @@ impl Index {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
-        // The fd limit may be 1024; RocksDB must leave room for the rest of strata.
-        db_opts.set_max_open_files(256);
+        // The fd limit may be 1024; RocksDB must leave room for the rest of strata. A
+        // secondary keeps every table it knows open: the owner may delete a table file once
+        // its compaction is done, and a secondary could not open it again by name.
+        db_opts.set_max_open_files(if matches!(mode, OpenMode::Secondary { .. }) { -1 } else { 256 });
         db_opts.set_keep_log_file_num(3);
         db_opts.set_max_background_jobs(2);
         let cfs = [CF_LOCS, CF_FILES, CF_RECORDS].map(|name| {
@@ -171,6 +181,7 @@ impl Index {
                 t.set_data_block_hash_ratio(0.75);
                 o.set_compression_type(DBCompressionType::None);
                 o.set_write_buffer_size(32 << 20);
+                o.set_merge_operator(LOCS_MERGE, merge_locs, concat_operands);
             } else {
                 o.set_compression_type(DBCompressionType::Lz4);
                 o.set_write_buffer_size(16 << 20);
@@ -179,9 +190,12 @@ impl Index {
             ColumnFamilyDescriptor::new(name, o)
         });
         let err = |e: rocksdb::Error| IndexError::Rocks { path: path.to_owned(), message: e.into_string() };
-        let db = match mode {
+        let db = match &mode {
             OpenMode::ReadWrite => DB::open_cf_descriptors(&db_opts, path, cfs).map_err(err)?,
             OpenMode::ReadOnly => DB::open_cf_descriptors_read_only(&db_opts, path, cfs, false).map_err(err)?,
+            OpenMode::Secondary { dir } => {
+                DB::open_cf_descriptors_as_secondary(&db_opts, path, dir, cfs).map_err(err)?
+            }
         };
         let index = Index { db, path: path.to_owned(), mode, commit_lock: Mutex::new(()) };
         index.check_schema()?;
@@ -221,6 +235,32 @@ impl Index {
         &self.path
     }
 
+    pub fn mode(&self) -> &OpenMode {
+        &self.mode
+    }
+
+    /// Brings a secondary instance up to date with the owner's writes (a no-op for the
+    /// owner's own read-write instance). A catch-up can fail when the owner deletes a file
+    /// the secondary was about to read; it is retried a few times.
+    pub fn catch_up(&self) -> Result<(), IndexError> {
+        if !matches!(self.mode, OpenMode::Secondary { .. }) {
+            return Ok(());
+        }
+        let mut last = None;
+        for _ in 0..5 {
+            match self.db.try_catch_up_with_primary() {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Err(self.rocks(last.expect("a failed attempt")))
+    }
+
+    fn writable(&self) -> Result<(), IndexError> {
+        if self.mode == OpenMode::ReadWrite { Ok(()) } else { Err(IndexError::ReadOnly { path: self.path.clone() }) }
+    }
+
     /// Looks up many keys at once; one result per key, in order (empty: unknown).
     pub fn lookup(&self, keys: &[Key]) -> Result<Vec<Vec<Loc>>, IndexError> {
         let cf = self.cf(CF_LOCS);
@@ -248,35 +288,35 @@ impl Index {
         Batch::default()
     }
 
-    /// Applies `batch` atomically (and durably: the WAL is synced).
+    /// Applies `batch` atomically (and durably: the WAL is synced). Added locations are
+    /// merge operands, so a publish reads nothing first; a key that loses locations is
+    /// rewritten (or deleted once empty) from its current list. Writers are serialized
+    /// (one owner process, and this mutex), so that read cannot race another write.
     pub fn commit(&self, batch: Batch) -> Result<(), IndexError> {
-        if self.mode == OpenMode::ReadOnly {
-            return Err(IndexError::ReadOnly { path: self.path.clone() });
-        }
+        self.writable()?;
         let _guard = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let Batch { mut wb, loc_ops, .. } = batch;
-        let keys: Vec<Key> = loc_ops.keys().copied().collect();
-        let current = self.lookup(&keys)?;
         let cf = self.cf(CF_LOCS);
-        for ((key, ops), mut locs) in loc_ops.into_iter().zip(current) {
-            let before = locs.clone();
-            for op in ops {
-                match op {
-                    LocOp::Add(loc) => {
-                        if locs.len() < MAX_LOCS && !locs.iter().any(|l| l.layer == loc.layer) {
-                            locs.push(loc);
-                        }
-                    }
-                    LocOp::RemoveLayer(layer) => locs.retain(|l| l.layer != layer),
-                }
+        let mut shrinking: BTreeMap<Key, Vec<&LocOp>> = BTreeMap::new();
+        for (key, op) in &loc_ops {
+            if matches!(op, LocOp::RemoveLayer(_)) {
+                shrinking.insert(*key, Vec::new());
             }
-            if locs == before {
-                continue;
+        }
+        for (key, op) in &loc_ops {
+            match shrinking.get_mut(key) {
+                Some(ops) => ops.push(op),
+                None => wb.merge_cf(cf, key.encode(), encode_op(op)),
             }
-            if locs.is_empty() {
+        }
+        let keys: Vec<Key> = shrinking.keys().copied().collect();
+        for ((key, ops), current) in shrinking.into_iter().zip(self.lookup(&keys)?) {
+            let encoded: Vec<Vec<u8>> = ops.iter().map(|op| encode_op(op)).collect();
+            let merged = full_merge(Some(&encode_locs(&current)), encoded.iter().map(Vec::as_slice));
+            if merged.is_empty() {
                 wb.delete_cf(cf, key.encode());
             } else {
-                wb.put_cf(cf, key.encode(), encode_locs(&locs));
+                wb.put_cf(cf, key.encode(), merged);
             }
         }
         let mut o = WriteOptions::default();
@@ -397,9 +437,7 @@ impl Index {
     /// Visits every location entry; `keep` decides per location. Entries whose list becomes
     /// empty are deleted. Writes in bounded batches. Returns (locations removed, keys deleted).
     pub fn retain_locs(&self, mut keep: impl FnMut(&Key, &Loc) -> bool) -> Result<(u64, u64), IndexError> {
-        if self.mode == OpenMode::ReadOnly {
-            return Err(IndexError::ReadOnly { path: self.path.clone() });
-        }
+        self.writable()?;
         let cf = self.cf(CF_LOCS);
         let mut wb = WriteBatch::default();
         let (mut removed, mut deleted) = (0u64, 0u64);

@@ -75,7 +75,7 @@ proptest! {
         let found = index.lookup(&keys).unwrap();
         let pieces: Vec<Piece<'_>> = de.chunks.iter().zip(&found).map(|(c, locs)| Piece {
             len: u64::from(c.len),
-            local: locs.first().map(|l| LocalRange { source: base_path.clone(), offset: l.offset, len: l.len, expect: Expect::Blake3(c.digest) }),
+            local: locs.first().map(|l| LocalRange { source: base_path.clone().into(), offset: l.offset, len: l.len, expect: Expect::Blake3(c.digest) }),
             fill: Fill::Bytes(&edited[c.offset as usize..][..c.len as usize]),
         }).collect();
         let out = dir.path().join("out");

@@ -242,6 +242,23 @@ pub fn apply<R: Read, W: ContentWriter>(
     engine::run(root, layer, options, content, tap, observer)
 }
 
+/// Removes `path` and everything below it without following any symlink (a symlink is
+/// removed, not its target). Directories without write permission are made writable first
+/// when not running as root, so rootless stores can delete the read-only directories images
+/// carry (`/root` is 0550 in some). A missing `path` is not an error.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a removable path", path.display())));
+    };
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    let dir = match File::open(parent) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    fsops::remove_all(std::os::fd::AsFd::as_fd(&dir), name)
+}
+
 /// [`apply`] with [`CopyContent`], no tap and no observer.
 pub fn apply_simple<R: Read>(root: &Path, layer: R, options: &ApplyOptions) -> Result<ApplyStats, ApplyError> {
     apply(root, layer, options, &mut CopyContent, None, &mut |_| Ok(()))

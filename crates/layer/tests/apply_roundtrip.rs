@@ -2,7 +2,7 @@
 //! --format=pax`, applied in both whiteout modes, and compared with the source attribute by
 //! attribute (type, mode incl. setuid/setgid/sticky, owner, mtime with nanoseconds, content,
 //! symlink target, device numbers, xattrs incl. security.capability, hardlink identity,
-//! directory mtimes). Also the real debootstrap tree of /tmp/peers.
+//! directory mtimes). Also the real debootstrap tree of `scripts/setup-peers.sh`.
 
 mod common;
 
@@ -169,18 +169,17 @@ impl strata_layer::TarOut for Collect {
 
 #[test]
 fn debootstrap_rootfs_tar_applies_to_an_identical_tree() {
-    let tar_path = Path::new("/tmp/peers/tars/rootfs-a.tar");
-    let src = Path::new("/tmp/peers/rootfs-a");
-    if !strata_testutil::require_root() || !tar_path.exists() {
-        eprintln!("skipped: needs root and /tmp/peers (see /work/shared/peers/README.md)");
+    if !strata_testutil::require_root() {
         return;
     }
-    let mut expected = snapshot(src, FULL);
+    let Some(peers) = strata_testutil::Peers::require() else { return };
+    let tar_path = peers.tar(strata_testutil::Rootfs::A);
+    let mut expected = snapshot(&peers.rootfs(strata_testutil::Rootfs::A), FULL);
     // The tar was made with --exclude='./dev/*'.
     expected.retain(|k, _| !k.starts_with("dev/"));
     for mode in [WhiteoutMode::Oci, WhiteoutMode::Overlay] {
         let dst = tempfile::tempdir_in("/work").unwrap();
-        let file = std::fs::File::open(tar_path).unwrap();
+        let file = std::fs::File::open(&tar_path).unwrap();
         apply_simple(dst.path(), file, &ApplyOptions::new(mode)).unwrap();
         assert_same(&expected, &snapshot(dst.path(), FULL), "rootfs-a.tar applied");
     }

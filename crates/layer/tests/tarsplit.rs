@@ -1,19 +1,21 @@
 //! tar-split: record real tars, regenerate them from extracted files, and check the result
 //! against the original bytes (sha256), against a real tar-split written by
-//! containers/storage (skopeo 1.18's zstd:chunked of /tmp/peers/tars/rootfs-a.tar), and
+//! containers/storage (skopeo 1.18's zstd:chunked of the debootstrap tree a from
+//! `scripts/setup-peers.sh`), and
 //! against corrupted inputs.
 
 mod common;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::{TarBuilder, gnu_tar};
 use strata_layer::Tee;
 use strata_layer::apply::{ApplyOptions, CopyContent, WhiteoutMode, apply};
 use strata_layer::parse::{HeaderTracker, TarReader};
 use strata_layer::tarsplit::{DiffIdOut, Record, RecordReader, TarSplitError, TarSplitRecorder, regenerate};
+use strata_testutil::{Peers, Rootfs};
 use strata_types::{RelPath, Sha256Digest};
 
 /// Records `tar` with the reader's tap (no extraction).
@@ -134,26 +136,25 @@ fn malformed_records_are_rejected() {
     assert!(matches!(&records[1], Record::File { name, size: 1, crc64: Some(_) } if name == b"f"));
 }
 
-/// The registry blob of `v2/rootfs-a:zstd-chunked`, its tar-split (decompressed) and DiffID.
-fn containers_storage_tarsplit() -> Option<(Vec<u8>, Sha256Digest)> {
-    let reg = PathBuf::from("/tmp/peers/registry/docker/registry/v2");
-    let blob = |d: &str| {
-        let hex = d.trim_start_matches("sha256:");
-        reg.join("blobs/sha256").join(&hex[..2]).join(hex).join("data")
-    };
-    let link =
-        std::fs::read_to_string(reg.join("repositories/v2/rootfs-a/_manifests/tags/zstd-chunked/current/link")).ok()?;
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(link.trim())).ok()?).ok()?;
+/// The tar-split skopeo 1.18 (containers/storage) wrote into the zstd:chunked blob of the
+/// OCI layout `layout` (tag `t`, one layer), decompressed, and the layer's DiffID.
+fn containers_storage_tarsplit(layout: &Path) -> (Vec<u8>, Sha256Digest) {
+    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mdigest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(mdigest)).unwrap()).unwrap();
     let layer = &manifest["layers"][0];
-    let pos = layer["annotations"]["io.github.containers.zstd-chunked.tarsplit-position"].as_str()?;
+    let pos = layer["annotations"]["io.github.containers.zstd-chunked.tarsplit-position"]
+        .as_str()
+        .expect("skopeo wrote zstd:chunked with a tar-split");
     let nums: Vec<u64> = pos.split(':').map(|n| n.parse().unwrap()).collect();
-    let data = std::fs::read(blob(layer["digest"].as_str()?)).ok()?;
+    let data = std::fs::read(blob(layer["digest"].as_str().unwrap())).unwrap();
     let frame = &data[nums[0] as usize..(nums[0] + nums[1]) as usize];
     let records = zstd::decode_all(frame).unwrap();
     assert_eq!(records.len() as u64, nums[2]);
     let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(blob(manifest["config"]["digest"].as_str()?)).ok()?).ok()?;
-    Some((records, config["rootfs"]["diff_ids"][0].as_str()?.parse().unwrap()))
+        serde_json::from_slice(&std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    (records, config["rootfs"]["diff_ids"][0].as_str().unwrap().parse().unwrap())
 }
 
 #[test]
@@ -162,14 +163,12 @@ fn recorder_matches_containers_storage_and_its_tarsplit_regenerates_the_diffid()
     if !strata_testutil::require_root() {
         return;
     }
-    let tar_path = Path::new("/tmp/peers/tars/rootfs-a.tar");
-    let (Some((theirs, diff_id)), true) = (containers_storage_tarsplit(), tar_path.exists()) else {
-        assert!(std::env::var("STRATA_TEST_PRIVILEGED").as_deref() != Ok("1"), "/tmp/peers is missing");
-        eprintln!("skipped: needs /tmp/peers (see /work/shared/peers/README.md)");
-        return;
-    };
+    let Some(peers) = Peers::require() else { return };
+    let tar_path = peers.tar(Rootfs::A);
+    let scratch = tempfile::tempdir_in(strata_testutil::scratch_base()).unwrap();
+    let (theirs, diff_id) = containers_storage_tarsplit(&peers.skopeo_zstd_chunked(Rootfs::A, scratch.path()));
     // The tar-split containers/storage wrote describes exactly rootfs-a.tar.
-    let tar_file = BufReader::new(File::open(tar_path).unwrap());
+    let tar_file = BufReader::new(File::open(&tar_path).unwrap());
     let ours = record(tar_file);
     let theirs_lines: Vec<&[u8]> = theirs.split(|&b| b == b'\n').collect();
     let ours_lines: Vec<&[u8]> = ours.split(|&b| b == b'\n').collect();
@@ -183,14 +182,14 @@ fn recorder_matches_containers_storage_and_its_tarsplit_regenerates_the_diffid()
         );
     }
     // Their records + the files of the tree the tar was made from = the DiffID.
-    let (digest, _) = regen_digest(&theirs, Path::new("/tmp/peers/rootfs-a"), true).unwrap();
+    let (digest, _) = regen_digest(&theirs, &peers.rootfs(Rootfs::A), true).unwrap();
     assert_eq!(digest, diff_id);
 
     // The store's round trip: import (apply to a layer directory, recording on the way),
     // then export (regenerate from the layer directory).
     let layer = tempfile::tempdir().unwrap();
     let mut tap = Tee(TarSplitRecorder::new(Vec::new()), DiffIdOut::new());
-    let tar_file = BufReader::new(File::open(tar_path).unwrap());
+    let tar_file = BufReader::new(File::open(&tar_path).unwrap());
     let opts = ApplyOptions::new(WhiteoutMode::Overlay);
     apply(layer.path(), tar_file, &opts, &mut CopyContent, Some(&mut tap), &mut |_| Ok(())).unwrap();
     let Tee(recorder, diffid) = tap;

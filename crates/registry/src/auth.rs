@@ -13,7 +13,7 @@ use std::io::Read;
 
 use crate::authfile::Credentials;
 use crate::challenge::parse_challenges;
-use crate::client::{Call, Client, Response, read_detail};
+use crate::client::{Call, Client, OriginCredentials, Response, read_detail};
 use crate::error::{CredentialState, RegistryError, Result};
 use crate::url;
 
@@ -80,6 +80,35 @@ impl Client {
             Some((_, source)) => CredentialState::Rejected { source },
             None => CredentialState::NotFound { searched: self.shared.auth_files.searched() },
         }
+    }
+
+    /// The origin of a Bearer realm, if credentials may be sent there: an http(s) URL, and
+    /// plain http only where --plain-http named the registry, and only to its own host (the
+    /// token request carries the user's credentials).
+    pub(crate) fn realm_origin(&self, realm: &str) -> Result<String> {
+        let Some(origin) = url::origin(realm) else {
+            return Err(RegistryError::InvalidResponse {
+                url: self.shared.base.clone(),
+                reason: format!("Bearer realm {realm:?} is not an http(s) URL"),
+            });
+        };
+        if origin.starts_with("http://") && !self.plain_http_allowed(&origin) {
+            return Err(RegistryError::InvalidResponse {
+                url: self.shared.base.clone(),
+                reason: format!(
+                    "Bearer realm {realm} is plain http; credentials go over http only to the host of a registry named with --plain-http"
+                ),
+            });
+        }
+        Ok(origin)
+    }
+
+    /// True when plain http to `origin` (`http://host[:port]`) was allowed by the user:
+    /// the registry was named with `--plain-http` and `origin` is on the registry's host
+    /// (a token server on another port of a loopback test registry, say).
+    fn plain_http_allowed(&self, origin: &str) -> bool {
+        self.shared.options.plain_http
+            && url::origin(&self.shared.base).as_deref().and_then(url::host) == url::host(origin)
     }
 
     /// The `Authorization` value for a request to the registry with `scope`, if any is known.
@@ -151,12 +180,7 @@ impl Client {
     }
 
     fn fetch_token(&self, realm: &str, service: Option<&str>, scopes: &[String], scope: &Scope) -> Result<String> {
-        if url::origin(realm).is_none() {
-            return Err(RegistryError::InvalidResponse {
-                url: self.shared.base.clone(),
-                reason: format!("Bearer realm {realm:?} is not an http(s) URL"),
-            });
-        }
+        let realm_origin = self.realm_origin(realm)?;
         let mut token_url = realm.to_owned();
         if let Some(s) = service {
             token_url = url::append_query(&token_url, "service", s);
@@ -166,7 +190,7 @@ impl Client {
         }
         let mut call = Call::new("GET", token_url.clone(), None);
         if let Some((creds, _)) = self.credentials(scope) {
-            call = call.header("authorization", creds.basic_header());
+            call.credentials = Some(OriginCredentials { origin: realm_origin, authorization: creds.basic_header() });
         }
         let resp = self.send(call)?;
         match resp.status().as_u16() {
@@ -208,6 +232,24 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_realms_only_for_the_plain_http_registry_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = dir.path().join("auth.json");
+        std::fs::write(&auth, "{}").unwrap();
+        let opts =
+            |plain_http| crate::ClientOptions { plain_http, auth_file: Some(auth.clone()), ..Default::default() };
+        let https = Client::new("reg.example:443", opts(false)).unwrap();
+        assert!(https.realm_origin("https://auth.example/token").is_ok());
+        let e = https.realm_origin("http://reg.example/token").unwrap_err().to_string();
+        assert!(e.contains("plain http"), "{e}");
+        let plain = Client::new("127.0.0.1:5000", opts(true)).unwrap();
+        assert_eq!(plain.realm_origin("http://127.0.0.1:5001/token").unwrap(), "http://127.0.0.1:5001");
+        assert!(plain.realm_origin("http://127.0.0.2/token").is_err());
+        assert!(plain.realm_origin("https://127.0.0.2/token").is_ok());
+        assert!(plain.realm_origin("file:///etc/passwd").is_err());
+    }
 
     #[test]
     fn scopes_name_the_access_needed() {

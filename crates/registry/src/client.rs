@@ -106,7 +106,12 @@ pub(crate) enum CallBody<'a> {
 pub(crate) struct Call<'a> {
     pub method: &'static str,
     pub url: String,
+    /// Headers sent on every hop (never credentials: see `credentials`).
     pub headers: Vec<(&'static str, String)>,
+    /// An `Authorization` value for requests outside the registry's own auth (a token
+    /// server's Basic credentials), sent only while the URL has the origin it belongs to:
+    /// a redirect to another host, port or scheme drops it.
+    pub credentials: Option<OriginCredentials>,
     /// The registry access this request needs; `None` for requests to other services
     /// (token servers), which never get the registry's credentials attached.
     pub scope: Option<Scope>,
@@ -115,9 +120,16 @@ pub(crate) struct Call<'a> {
     pub retry: bool,
 }
 
+/// Credentials bound to one origin (`scheme://host:port`).
+#[derive(Clone, Debug)]
+pub(crate) struct OriginCredentials {
+    pub origin: String,
+    pub authorization: String,
+}
+
 impl<'a> Call<'a> {
     pub fn new(method: &'static str, url: String, scope: Option<Scope>) -> Self {
-        Call { method, url, headers: Vec::new(), scope, body: CallBody::Empty, retry: true }
+        Call { method, url, headers: Vec::new(), credentials: None, scope, body: CallBody::Empty, retry: true }
     }
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
@@ -214,6 +226,11 @@ impl Client {
 
     /// Sends a request, handling retries, authentication and redirects. Returns the first
     /// answer that is not one of those (any status: callers map them to errors).
+    ///
+    /// Credentials only ever go to the origin they belong to: the registry's own
+    /// (`Authorization` from its auth state, re-derived on every hop) or the one a
+    /// [`Call::credentials`] names; a redirect elsewhere, or from https to http, never
+    /// carries them.
     pub(crate) fn send(&self, mut call: Call<'_>) -> Result<Response> {
         let opts = &self.shared.options;
         let max_attempts = if call.retry { opts.max_attempts.max(1) } else { 1 };
@@ -221,10 +238,15 @@ impl Client {
         let mut url = call.url.clone();
         let (mut attempt, mut redirects, mut authenticated) = (1, 0, false);
         loop {
-            let on_registry = url::origin(&url) == registry_origin;
+            let here = url::origin(&url);
+            let on_registry = here == registry_origin;
             let auth = match (&call.scope, on_registry) {
                 (Some(scope), true) => self.auth_header(scope),
-                _ => None,
+                _ => call
+                    .credentials
+                    .as_ref()
+                    .filter(|c| here.as_deref() == Some(c.origin.as_str()))
+                    .map(|c| c.authorization.clone()),
             };
             let result = self.exchange(call.method, &url, &call.headers, auth.as_deref(), &mut call.body);
             let resp = match result {
@@ -255,13 +277,7 @@ impl Client {
                     authenticated = true;
                 }
                 301 | 302 | 303 | 307 | 308 if matches!(call.method, "GET" | "HEAD") => {
-                    let location = header(&resp, "location");
-                    let next = location.as_deref().and_then(|l| url::resolve(&url, l)).ok_or_else(|| {
-                        RegistryError::InvalidResponse {
-                            url: url.clone(),
-                            reason: format!("redirect {status} with unusable Location {location:?}"),
-                        }
-                    })?;
+                    let next = redirect_target(&url, status, header(&resp, "location").as_deref())?;
                     redirects += 1;
                     if redirects > MAX_REDIRECTS {
                         return Err(RegistryError::InvalidResponse {
@@ -394,6 +410,23 @@ fn retryable_error(e: &ExchangeError) -> bool {
     }
 }
 
+/// Where a redirect answer to `url` leads: its `Location` resolved against `url`. Never
+/// from https down to plain http: whatever the request carries (a token in a query, the
+/// registry's answer itself) must not travel in the clear because a server said so.
+fn redirect_target(url: &str, status: u16, location: Option<&str>) -> Result<String> {
+    let next = location.and_then(|l| url::resolve(url, l)).ok_or_else(|| RegistryError::InvalidResponse {
+        url: url.to_owned(),
+        reason: format!("redirect {status} with unusable Location {location:?}"),
+    })?;
+    if url.starts_with("https://") && next.starts_with("http://") {
+        return Err(RegistryError::InvalidResponse {
+            url: url.to_owned(),
+            reason: format!("redirect {status} from https to plain http ({next}) refused"),
+        });
+    }
+    Ok(next)
+}
+
 pub(crate) fn header(resp: &Response, name: &str) -> Option<String> {
     resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
@@ -451,6 +484,17 @@ mod tests {
             Client::new("not a host", ClientOptions::default()),
             Err(RegistryError::InvalidReference { .. })
         ));
+    }
+
+    #[test]
+    fn redirects_never_go_from_https_to_http() {
+        let e = redirect_target("https://reg.io/v2/x/blobs/sha256:1", 307, Some("http://cdn.io/b")).unwrap_err();
+        assert!(e.to_string().contains("https to plain http"), "{e}");
+        assert_eq!(redirect_target("https://reg.io/v2/x", 302, Some("https://cdn.io/b")).unwrap(), "https://cdn.io/b");
+        assert_eq!(redirect_target("http://127.0.0.1:5/v2/x", 302, Some("/y")).unwrap(), "http://127.0.0.1:5/y");
+        assert!(redirect_target("https://reg.io/v2/x", 302, None).is_err());
+        // Scheme-relative keeps https.
+        assert_eq!(redirect_target("https://reg.io/v2/x", 302, Some("//cdn.io/b")).unwrap(), "https://cdn.io/b");
     }
 
     #[test]

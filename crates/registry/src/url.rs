@@ -18,6 +18,15 @@ pub(crate) fn origin(url: &str) -> Option<String> {
     Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
 }
 
+/// The host of an origin (`scheme://host[:port]`), without the port, lowercased.
+pub(crate) fn host(origin: &str) -> Option<&str> {
+    let authority = origin.split_once("://")?.1;
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split_once(']').map(|(h, _)| h);
+    }
+    Some(authority.rsplit_once(':').map_or(authority, |(h, _)| h))
+}
+
 /// Resolves `location` against the URL of the request that returned it.
 pub(crate) fn resolve(base: &str, location: &str) -> Option<String> {
     let location = location.trim();
@@ -87,6 +96,9 @@ mod tests {
         assert_eq!(origin("ftp://x/y"), None);
         assert_eq!(origin("/v2/x"), None);
         assert_eq!(origin("http://user@evil/"), None);
+        assert_eq!(host("http://127.0.0.1:5000"), Some("127.0.0.1"));
+        assert_eq!(host("https://reg.io"), Some("reg.io"));
+        assert_eq!(host("http://[::1]:80"), Some("::1"));
     }
 
     #[test]

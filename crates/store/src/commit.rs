@@ -7,7 +7,6 @@
 //! on XFS/btrfs a commit allocates no new data blocks and costs what changed.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use strata_differ::{DiffMethod, diff_overlay};
@@ -67,7 +66,7 @@ impl Store {
             .map_err(|source| StoreError::Diff { context: format!("diffing container {container}"), source })?;
         // Regular files can be cloned from where the differ read them, when that is the
         // upperdir (same filesystem as the store); a fallback reads the merged overlay view.
-        let sources: HashMap<RelPath, PathBuf> = if cs.method == DiffMethod::Upperdir {
+        let sources: HashMap<RelPath, strata_differ::Source> = if cs.method == DiffMethod::Upperdir {
             cs.iter().filter_map(|c| Some((c.path.clone(), c.source.clone()?))).collect()
         } else {
             HashMap::new()

@@ -80,7 +80,7 @@ impl Store {
         let dirs = self.container_dirs(name);
         let base = self.paths.container(name);
         if base.exists() {
-            fs::remove_dir_all(&base).at(&base)?;
+            crate::files::remove_tree(&base)?;
         }
         for d in [&dirs.upper, &dirs.work, &dirs.merged] {
             fs::create_dir_all(d).at(d)?;
@@ -149,6 +149,6 @@ impl Store {
         self.index.delete(&mut b, Table::Containers, name.as_str().as_bytes());
         self.index.commit(b)?;
         let base = self.paths.container(name);
-        fs::remove_dir_all(&base).at(&base)
+        crate::files::remove_tree(&base)
     }
 }

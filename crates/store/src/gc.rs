@@ -17,7 +17,7 @@ use strata_index::LayerNum;
 use strata_types::LayerId;
 
 use crate::df::ExtentSet;
-use crate::publish::syncfs;
+use crate::files::syncfs;
 use crate::{Store, StoreError};
 
 /// What gc did (or, with `dry_run`, would do). The `--json` figures.

@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use strata_chunker::{
-    Assembler, Expect, FileDigests, Fill, HashOptions, LocalRange, Piece, digest_bytes, digest_stream,
+    Assembler, Expect, FileDigests, Fill, HashOptions, LocalRange, Piece, SourceFile, digest_bytes, digest_stream,
 };
 use strata_index::{Index, Key};
 use strata_layer::apply::{Applied, ApplyOptions, ContentWriter, WhiteoutMode, apply};
@@ -69,8 +69,9 @@ pub(crate) struct DedupWriter<'a> {
     pub bytes: Bytes,
 }
 
-/// Where a file's content already exists outside the store (commit: the upper file).
-pub(crate) type OwnSource<'a> = Box<dyn Fn(&Entry) -> Option<PathBuf> + Send + 'a>;
+/// Where a file's content already exists outside the store (commit: the upper file, opened
+/// beneath the upperdir).
+pub(crate) type OwnSource<'a> = Box<dyn Fn(&Entry) -> Option<strata_differ::Source> + Send + 'a>;
 
 impl<'a> DedupWriter<'a> {
     pub fn new(index: &'a Index, paths: &'a StorePaths, spill_dir: PathBuf) -> Self {
@@ -94,7 +95,7 @@ impl<'a> DedupWriter<'a> {
         dst: &File,
         digests: FileDigests,
         data: Option<&[u8]>,
-        own: Option<&Path>,
+        own: Option<&SourceFile>,
     ) -> io::Result<FileOutcome> {
         let mut out = Bytes::default();
         if digests.size == 0 {
@@ -114,7 +115,8 @@ impl<'a> DedupWriter<'a> {
         // 1. The whole file is in the store.
         for loc in &found[0] {
             let Some(src) = self.resolver.path(loc) else { continue };
-            let lr = LocalRange { source: src, offset: 0, len: digests.size, expect: Expect::Blake3(digests.blake3) };
+            let lr =
+                LocalRange { source: src.into(), offset: 0, len: digests.size, expect: Expect::Blake3(digests.blake3) };
             if let Some(a) = self.assembler.reuse_whole(dst, &lr)? {
                 out.reused = a.reused();
                 out.reflinked = a.reflinked;
@@ -143,8 +145,12 @@ impl<'a> DedupWriter<'a> {
                         continue;
                     }
                     if let Some(src) = self.resolver.path(loc) {
-                        local =
-                            Some(LocalRange { source: src, offset: loc.offset, len, expect: Expect::Blake3(c.digest) });
+                        local = Some(LocalRange {
+                            source: src.into(),
+                            offset: loc.offset,
+                            len,
+                            expect: Expect::Blake3(c.digest),
+                        });
                         store_hits += 1;
                         break;
                     }
@@ -154,12 +160,8 @@ impl<'a> DedupWriter<'a> {
                 && let Some(own) = own
                 && (clonable || data.is_none())
             {
-                local = Some(LocalRange {
-                    source: own.to_owned(),
-                    offset: c.offset,
-                    len,
-                    expect: Expect::Blake3(c.digest),
-                });
+                local =
+                    Some(LocalRange { source: own.clone(), offset: c.offset, len, expect: Expect::Blake3(c.digest) });
             }
             pieces.push(Piece { len, local, fill });
         }
@@ -169,7 +171,7 @@ impl<'a> DedupWriter<'a> {
             && let Some(own) = own
         {
             let lr = LocalRange {
-                source: own.to_owned(),
+                source: own.clone(),
                 offset: 0,
                 len: digests.size,
                 expect: Expect::Blake3(digests.blake3),
@@ -185,7 +187,7 @@ impl<'a> DedupWriter<'a> {
                 "the file changed while it was being read (its bytes no longer match the stream)",
             ));
         }
-        let is_own = |p: &Piece<'_>| p.local.as_ref().is_some_and(|l| Some(l.source.as_path()) == own);
+        let is_own = |p: &Piece<'_>| p.local.as_ref().is_some_and(|l| Some(&l.source) == own);
         let own_bytes: u64 = pieces.iter().filter(|p| is_own(p)).map(|p| p.len).sum();
         let own_cloned = own_bytes.min(a.reflinked + a.copied);
         // Own-source bytes placed by clone or copy are this file's own data: written.
@@ -206,17 +208,25 @@ impl ContentWriter for DedupWriter<'_> {
     type Outcome = FileOutcome;
 
     fn write(&mut self, entry: &Entry, dst: &File, data: &mut dyn Read) -> io::Result<FileOutcome> {
-        let own = self.own_source.as_ref().and_then(|f| f(entry));
+        // Opened beneath its tree, and checked to be the inode the differ saw; one that was
+        // replaced meanwhile is simply not used (the stream has the bytes).
+        let own = self
+            .own_source
+            .as_ref()
+            .and_then(|f| f(entry))
+            .and_then(|s| s.open().ok())
+            .map(|f| SourceFile::Open(std::sync::Arc::new(f)));
         let outcome = if entry.size <= IN_MEMORY_MAX {
             let mut buf = std::mem::take(&mut self.buf);
             buf.clear();
             data.take(entry.size).read_to_end(&mut buf)?;
             let digests = digest_bytes(&buf, HashOptions { sha256: true });
-            let r = self.place(dst, digests, Some(&buf), own.as_deref());
+            let r = self.place(dst, digests, Some(&buf), own.as_ref());
             self.buf = buf;
             r?
         } else if let Some(own) = own {
-            // A large file we have a copy of: hash the stream, clone from the copy.
+            // A large file we have a copy of: hash the stream, clone from the copy (checked
+            // after cloning: the copy may change).
             let digests = digest_stream(data, entry.size, HashOptions { sha256: true })?;
             self.place(dst, digests, None, Some(&own))?
         } else {
@@ -226,7 +236,7 @@ impl ContentWriter for DedupWriter<'_> {
             f.flush()?;
             let map = strata_sys::map_readonly(&f)?;
             let digests = digest_bytes(&map, HashOptions { sha256: true });
-            let r = self.place(dst, digests, Some(&map), Some(&spill));
+            let r = self.place(dst, digests, Some(&map), Some(&SourceFile::Path(spill.clone())));
             drop(map);
             let _ = std::fs::remove_file(&spill);
             r?
@@ -302,7 +312,10 @@ pub(crate) fn ingest_tar(
     own_source: Option<OwnSource<'_>>,
 ) -> Result<(StagedLayer, Bytes), StoreError> {
     let diff = dir.join(LAYER_DIFF);
+    // The layer's `/`: 0755 whatever the umask (a container's root must look normal), unless
+    // the tar names `./` itself.
     std::fs::create_dir_all(&diff).at(&diff)?;
+    std::fs::set_permissions(&diff, std::os::unix::fs::PermissionsExt::from_mode(0o755)).at(&diff)?;
     let ts_path = dir.join(LAYER_TAR_SPLIT);
     let ts_file = File::create(&ts_path).at(&ts_path)?;
     let ts_enc = zstd::Encoder::new(ts_file, 3).at(&ts_path)?;

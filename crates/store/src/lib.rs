@@ -9,6 +9,7 @@ pub mod container;
 pub mod df;
 mod error;
 pub mod export;
+mod files;
 pub mod fsck;
 pub mod gc;
 pub mod import;

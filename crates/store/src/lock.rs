@@ -7,8 +7,9 @@
 //! a waiting process can say who it waits for.
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::AsFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -41,12 +42,15 @@ pub struct StoreLock {
 
 impl StoreLock {
     pub fn acquire(lock_path: &Path, owner_path: &Path, kind: LockKind, wait: Wait) -> Result<StoreLock, StoreError> {
+        // 0600: another user who could open the lock could hold it (a shared flock needs
+        // only a read-only descriptor) and stop every writer.
         let open = || {
             File::options()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
+                .mode(crate::files::PRIVATE_FILE)
                 .open(lock_path)
                 .map_err(|e| StoreError::io(lock_path, e))
         };
@@ -54,7 +58,14 @@ impl StoreLock {
             LockKind::Shared => FlockArg::LockSharedNonblock,
             LockKind::Exclusive => FlockArg::LockExclusiveNonblock,
         };
-        let flock = match Flock::lock(open()?, arg_nb) {
+        let file = open()?;
+        // A lock file made by an earlier version may be 0644.
+        if let Ok(m) = file.metadata()
+            && m.permissions().mode() & 0o077 != 0
+        {
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(crate::files::PRIVATE_FILE));
+        }
+        let flock = match Flock::lock(file, arg_nb) {
             Ok(l) => l,
             Err((file, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
                 let holder = read_owner(owner_path);
@@ -73,7 +84,13 @@ impl StoreLock {
         if kind == LockKind::Exclusive {
             let cmd: Vec<String> = std::env::args().collect();
             let text = format!("{} {}\n", std::process::id(), cmd.join(" "));
-            let _ = fs::write(owner_path, text);
+            let _ = File::options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(crate::files::PRIVATE_FILE)
+                .open(owner_path)
+                .and_then(|mut f| f.write_all(text.as_bytes()));
         }
         let _ = flock.as_fd();
         Ok(StoreLock { _flock: flock, kind, owner_file: owner_path.to_owned() })
@@ -143,6 +160,7 @@ impl StagingLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(crate::files::PRIVATE_FILE)
             .open(path)
             .map_err(|e| StoreError::io(path, e))?;
         let flock = Flock::lock(f, FlockArg::LockExclusiveNonblock)

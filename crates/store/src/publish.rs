@@ -12,13 +12,13 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use strata_index::{Key, LayerNum, Loc, Table};
 use strata_types::LayerId;
 
 use crate::error::IoContext;
+use crate::files::{fsync_dir, remove_tree, syncfs};
 use crate::paths::{LAYER_INDEX_KEYS, StorePaths};
 use crate::records::{FileRecord, ImageRecord, LayerRecord};
 use crate::{Store, StoreError};
@@ -43,17 +43,6 @@ pub struct StagedLayer {
     pub locs: Vec<NewLoc>,
     /// Filled in except `num`, which publishing assigns.
     pub record: LayerRecord,
-}
-
-/// Flushes all dirty data of the filesystem holding `dir` (one call instead of an fsync
-/// per file of every layer).
-pub(crate) fn syncfs(dir: &Path) -> Result<(), StoreError> {
-    let f = File::open(dir).at(dir)?;
-    nix::unistd::syncfs(f.as_fd()).map_err(|e| StoreError::io(dir, e.into()))
-}
-
-pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|f| f.sync_all()).at(dir)
 }
 
 fn write_index_keys(dir: &Path, locs: &[NewLoc]) -> Result<(), StoreError> {
@@ -118,7 +107,7 @@ impl Store {
                 let dst = self.paths.layer(&l.id);
                 if dst.exists() {
                     // No record (checked above), so it is an orphan of a crashed operation.
-                    fs::remove_dir_all(&dst).at(&dst)?;
+                    remove_tree(&dst)?;
                 }
                 fs::rename(&l.dir, &dst).at(&dst)?;
                 renamed.push(dst);
@@ -148,7 +137,7 @@ impl Store {
         })();
         if let Err(e) = result {
             for d in renamed {
-                let _ = fs::remove_dir_all(d);
+                let _ = remove_tree(&d);
             }
             return Err(e);
         }
@@ -184,7 +173,7 @@ impl Store {
         for rec in recs {
             let d = self.paths.layer(&rec.id);
             if d.exists() {
-                fs::remove_dir_all(&d).at(&d)?;
+                remove_tree(&d)?;
             }
         }
         Ok(locs)

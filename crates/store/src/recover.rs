@@ -37,7 +37,7 @@ pub fn recover(store: &Store) -> Result<Recovered, StoreError> {
         if !known {
             let p = ent.path();
             if p.is_dir() {
-                fs::remove_dir_all(&p).at(&p)?
+                crate::files::remove_tree(&p)?
             } else {
                 fs::remove_file(&p).at(&p)?
             }
@@ -51,7 +51,7 @@ pub fn recover(store: &Store) -> Result<Recovered, StoreError> {
         let p = ent.at(&cdir)?.path();
         if !known.contains(&p) {
             container::unmount_if_mounted(&p.join("merged"))?;
-            fs::remove_dir_all(&p).at(&p)?;
+            crate::files::remove_tree(&p)?;
             r.orphan_containers += 1;
         }
     }

@@ -31,7 +31,7 @@ impl Staging {
         let lock_path = paths.staging().join(format!("{name}.lock"));
         let lock = StagingLock::acquire(&lock_path)?;
         if dir.exists() {
-            fs::remove_dir_all(&dir).at(&dir)?;
+            crate::files::remove_tree(&dir)?;
         }
         fs::create_dir_all(&dir).at(&dir)?;
         Ok(Staging { dir, lock_path, _lock: lock })
@@ -44,7 +44,7 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
+        let _ = crate::files::remove_tree(&self.dir);
         let _ = fs::remove_file(&self.lock_path);
     }
 }
@@ -71,7 +71,7 @@ pub fn sweep(paths: &StorePaths) -> Result<u64, StoreError> {
         }
         let p = ent.path();
         if ent.file_type().at(&p)?.is_dir() {
-            fs::remove_dir_all(&p).at(&p)?;
+            crate::files::remove_tree(&p)?;
         } else {
             fs::remove_file(&p).at(&p)?;
         }

@@ -1,13 +1,11 @@
 //! Opening a store: directories, the lock, the index, crash recovery.
 
-use std::fs;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use strata_index::{Index, LayerNum, OpenMode, Table};
 use strata_types::{ImageName, LayerId};
 
-use crate::error::IoContext;
 use crate::lock::{LockKind, StoreLock, Wait};
 use crate::paths::StorePaths;
 use crate::records::{ContainerRecord, ImageRecord, LayerRecord};
@@ -68,13 +66,17 @@ impl Store {
     /// Opens the store at `root`, creating it when it does not exist.
     pub fn open(root: &Path, access: Access, opts: OpenOptions) -> Result<Store, StoreError> {
         let paths = StorePaths::new(root);
-        fs::create_dir_all(root).at(root)?;
+        if !root.exists() {
+            // A root strata creates is private; one the operator made keeps its mode (the
+            // directories inside are private either way).
+            crate::files::private_dir(root)?;
+        }
         let fresh = !paths.index().join("CURRENT").exists();
         let kind = if access == Access::Write || fresh { LockKind::Exclusive } else { LockKind::Shared };
         let lock = StoreLock::acquire(&paths.lock(), &paths.lock_owner(), kind, opts.wait)?;
         if kind == LockKind::Exclusive {
-            for d in [paths.layers(), paths.containers(), paths.staging()] {
-                fs::create_dir_all(&d).at(&d)?;
+            for d in [paths.layers(), paths.containers(), paths.staging(), paths.index()] {
+                crate::files::private_dir(&d)?;
             }
         }
         let mode = if kind == LockKind::Exclusive { OpenMode::ReadWrite } else { OpenMode::ReadOnly };

@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn strict() -> bool {
+mod peers;
+pub use peers::{Peers, Rootfs, peers_dir, scripts_dir};
+
+/// True under `STRATA_TEST_PRIVILEGED=1`: a missing capability or fixture fails the test.
+pub fn strict() -> bool {
     std::env::var("STRATA_TEST_PRIVILEGED").is_ok_and(|v| v == "1")
 }
 

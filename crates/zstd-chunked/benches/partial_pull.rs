@@ -1,8 +1,8 @@
 //! podman 5.4 partial pulls of strata-written vs skopeo-written zstd:chunked layers
-//! (`cargo bench -p strata-zstd-chunked --bench partial_pull`, as root, peers set up).
+//! (`cargo bench -p strata-zstd-chunked --bench partial_pull`, as root, after `make peers`).
 //!
 //! For each producer, rootfs-a and rootfs-b are pushed to a private docker-registry; podman
-//! (fresh storage on the peers' XFS mount, partial pulls on) pulls a, then b. Reported: the
+//! (fresh storage on the fixtures' XFS mount, partial pulls on) pulls a, then b. Reported: the
 //! bytes of b's layer blob the registry sent (from its access log) and the wall time of
 //! b's pull. strata chunks with FastCDC, containers/storage with its rolling checksum; both
 //! reuse whole files and chunks of a already in the store.
@@ -19,16 +19,15 @@ use strata_oci::layout::OciDir;
 use strata_oci::{Descriptor, ImageConfig, ImageManifest, media};
 use strata_zstd_chunked::{WriterOptions, ZstdChunkedWriter};
 
-const TRIXIE: &str = "/tmp/peers/trixie-run.sh";
-
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn trixie(script: &str) -> String {
-    run(Command::new(TRIXIE).args(["sh", "-c", script]))
+/// The scratch directory, seen as /data inside the trixie chroot.
+fn trixie(peers: &strata_testutil::Peers, host: &Path, script: &str) -> String {
+    peers.trixie_ok(host, script)
 }
 
 /// A docker-registry with access logging, killed on drop.
@@ -118,34 +117,47 @@ fn write_layout(tar: &Path, layout: &Path) -> u64 {
 }
 
 fn main() {
-    let tars = ["/tmp/peers/tars/rootfs-a.tar", "/tmp/peers/tars/rootfs-b.tar"];
-    if !nix_is_root() || !Path::new(TRIXIE).exists() || tars.iter().any(|t| !Path::new(t).exists()) {
-        eprintln!("skipped: needs root, {TRIXIE} and the peers' tars (run /work/shared/peers/setup.sh)");
+    if !nix_is_root() {
+        eprintln!("skipped: needs root");
         return;
     }
-    let name = format!("zchunked-bench-{}", std::process::id());
-    let host = Path::new("/tmp/peers/oci").join(&name);
-    std::fs::create_dir_all(&host).unwrap();
-    let xfs = Path::new("/tmp/peers/xfs").join(&name);
-    let cleanup = Cleanup(vec![host.clone(), xfs.clone()]);
+    let Some(peers) = strata_testutil::Peers::require() else { return };
+    let tars = [peers.tar(strata_testutil::Rootfs::A), peers.tar(strata_testutil::Rootfs::B)];
+    // On the fixtures' XFS when it is mounted (reflinks for podman), else the scratch base.
+    let xfs = strata_testutil::peers_dir().join("xfs");
+    let base = if is_xfs(&xfs) { xfs } else { strata_testutil::scratch_base() };
+    let scratch = tempfile::Builder::new().prefix("zchunked-bench-").tempdir_in(base).unwrap();
+    let host = scratch.path().to_path_buf();
     let reg = LoggingRegistry::start(&host);
-    let sp = format!("/peers/{name}");
+    let sp = "/data";
 
     let mut b_size = BTreeMap::new();
     for (tar, which) in tars.iter().zip(["rootfs-a", "rootfs-b"]) {
-        let size = write_layout(Path::new(tar), &host.join(which));
+        let size = write_layout(tar, &host.join(which));
         b_size.insert(("strata", which), size);
-        trixie(&format!(
-            "skopeo copy -q --preserve-digests --dest-tls-verify=false oci:{sp}/{which}:t docker://{}/strata/{which}:t",
-            reg.addr
-        ));
-        trixie(&format!(
-            "skopeo copy -q --preserve-digests --src-tls-verify=false --dest-tls-verify=false \
-             docker://127.0.0.1:5000/v2/{which}:zstd-chunked docker://{}/skopeo/{which}:t",
-            reg.addr
-        ));
-        let inspect =
-            trixie(&format!("skopeo inspect --raw --tls-verify=false docker://{}/skopeo/{which}:t", reg.addr));
+        trixie(
+            &peers,
+            &host,
+            &format!(
+                "skopeo copy -q --preserve-digests --dest-tls-verify=false oci:{sp}/{which}:t docker://{}/strata/{which}:t",
+                reg.addr
+            ),
+        );
+        trixie(
+            &peers,
+            &host,
+            &format!(
+                "mkdir -p /var/lib/containers && mount -t tmpfs tmpfs /var/lib/containers && \
+                 skopeo copy -q --dest-tls-verify=false --dest-compress-format zstd:chunked \
+                 oci:/peers/{which}:latest docker://{}/skopeo/{which}:t",
+                reg.addr
+            ),
+        );
+        let inspect = trixie(
+            &peers,
+            &host,
+            &format!("skopeo inspect --raw --tls-verify=false docker://{}/skopeo/{which}:t", reg.addr),
+        );
         let m: ImageManifest = serde_json::from_str(&inspect).unwrap();
         b_size.insert(("skopeo", which), m.layers[0].size);
     }
@@ -153,7 +165,7 @@ fn main() {
     println!("| layers written by | b's blob | fetched for b after a | pull of b (s) |");
     println!("|---|---|---|---|");
     for producer in ["skopeo", "strata"] {
-        let store = format!("/xfs/{name}/{producer}");
+        let store = format!("/data/{producer}");
         let mut conf = std::fs::File::create(host.join(format!("storage-{producer}.conf"))).unwrap();
         write!(
             conf,
@@ -168,12 +180,12 @@ fn main() {
         .unwrap();
         let env = format!(
             "export CONTAINERS_STORAGE_CONF={sp}/storage-{producer}.conf CONTAINERS_REGISTRIES_CONF={sp}/registries.conf \
-             CONTAINERS_CONF=/podman5/containers.conf TMPDIR=/podman5/tmp;"
+             TMPDIR=/data/tmp; mkdir -p /data/tmp;"
         );
-        trixie(&format!("{env} podman pull -q {}/{producer}/rootfs-a:t", reg.addr));
+        trixie(&peers, &host, &format!("{env} podman pull -q {}/{producer}/rootfs-a:t", reg.addr));
         let mark = reg.log_len();
         let t = Instant::now();
-        trixie(&format!("{env} podman pull -q {}/{producer}/rootfs-b:t", reg.addr));
+        trixie(&peers, &host, &format!("{env} podman pull -q {}/{producer}/rootfs-b:t", reg.addr));
         let secs = t.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_millis(300));
         let fetched = reg.blob_bytes_since(&format!("{producer}/rootfs-b"), mark);
@@ -186,20 +198,17 @@ fn main() {
         );
     }
     drop(reg);
-    drop(cleanup);
+    // podman's storage holds files only root may remove through its own tool.
+    let _ = peers.trixie_sh(
+        &host,
+        "for p in strata skopeo; do CONTAINERS_STORAGE_CONF=/data/storage-$p.conf podman system reset -f; done",
+    );
+}
+
+fn is_xfs(p: &Path) -> bool {
+    Command::new("stat").args(["-f", "-c", "%T"]).arg(p).output().is_ok_and(|o| o.stdout.starts_with(b"xfs"))
 }
 
 fn nix_is_root() -> bool {
     run(Command::new("id").arg("-u")).trim() == "0"
-}
-
-/// Removes scratch directories on drop.
-struct Cleanup(Vec<PathBuf>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_dir_all(p);
-        }
-    }
 }

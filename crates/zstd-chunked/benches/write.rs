@@ -10,7 +10,8 @@
 //!   file and 2000 small ones) streamed through a pipe into the writer, output discarded,
 //!   to show the writer's peak memory (VmHWM) does not grow with the layer.
 //!
-//! `STRATA_BENCH_TAR` chooses the input (default `/tmp/peers/tars/rootfs-a.tar`),
+//! `STRATA_BENCH_TAR` chooses the input (default `$STRATA_PEERS/tars/rootfs-a.tar`, from
+//! `scripts/setup-peers.sh`),
 //! `STRATA_BENCH_RUNS` the number of runs (median reported, default 3).
 
 use std::process::{Command, Stdio};
@@ -107,10 +108,11 @@ fn streaming_memory() -> (f64, f64, f64) {
 
 fn main() {
     let (stream_secs, hwm_before, hwm_after) = streaming_memory();
-    let path = std::env::var("STRATA_BENCH_TAR").unwrap_or_else(|_| "/tmp/peers/tars/rootfs-a.tar".into());
+    let path = std::env::var("STRATA_BENCH_TAR")
+        .unwrap_or_else(|_| strata_testutil::peers_dir().join("tars/rootfs-a.tar").display().to_string());
     let runs: usize = std::env::var("STRATA_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let Ok(tar) = std::fs::read(&path) else {
-        eprintln!("skipped: {path} is missing (run /work/shared/peers/setup.sh)");
+        eprintln!("skipped: {path} is missing (run scripts/setup-peers.sh)");
         return;
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

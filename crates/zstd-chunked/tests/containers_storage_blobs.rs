@@ -3,44 +3,19 @@
 //! to its digest, and the tar rebuilt from the tar-split and the chunks has the DiffID of the
 //! image config.
 //!
-//! Needs root, `docker-registry`, `curl`, the peers' trixie chroot (skopeo 1.18) and their
-//! layer tars (`/work/shared/peers/setup.sh`).
+//! Needs root, `docker-registry`, `curl`, and the fixtures of `scripts/setup-peers.sh` (the
+//! trixie chroot with skopeo 1.18 and the debootstrap layer tars).
 
 mod common;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use strata_oci::layout::OciDir;
 use strata_oci::{Descriptor, ImageConfig, ImageManifest, media};
-use strata_testutil::{Registry, require_root, require_tool};
+use strata_testutil::{Peers, Registry, Rootfs, require_root, require_tool};
 use strata_types::Sha256Digest;
 use strata_zstd_chunked::{Limits, open_layer};
-
-const TRIXIE: &str = "/tmp/peers/trixie-run.sh";
-
-/// A scratch directory under /tmp/peers/oci (the chroot's /peers), removed on drop.
-struct Scratch {
-    name: String,
-    host: PathBuf,
-}
-
-impl Scratch {
-    fn new(what: &str) -> Scratch {
-        let name = format!("cs-blobs-{what}-{}", std::process::id());
-        let host = Path::new("/tmp/peers/oci").join(&name);
-        let _ = std::fs::remove_dir_all(&host);
-        std::fs::create_dir_all(&host).unwrap();
-        Scratch { name, host }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.host);
-    }
-}
 
 /// An OCI layout holding `tar` as one uncompressed layer, tagged `t`.
 fn tar_layout(layout: &Path, tar: &Path) {
@@ -63,27 +38,26 @@ fn tar_layout(layout: &Path, tar: &Path) {
 
 /// skopeo 1.18 (containers/storage's compressor) pushes the layer tar `which` as zstd:chunked
 /// to a fresh registry; every layer of the result is checked.
-fn check_skopeo_push(which: &str) {
-    let tar = format!("/tmp/peers/tars/{which}.tar");
-    if !require_root() || !require_tool("docker-registry") || !require_tool("curl") || !common::have(TRIXIE) {
+fn check_skopeo_push(which: Rootfs) {
+    if !require_root() || !require_tool("docker-registry") || !require_tool("curl") {
         return;
     }
-    if !common::have(&tar) {
-        return;
-    }
-    let scratch = Scratch::new(which);
-    tar_layout(&scratch.host.join("layout"), Path::new(&tar));
+    let Some(peers) = Peers::require() else { return };
+    let tar = peers.tar(which);
+    let which = which.name();
+    let scratch = tempfile::Builder::new().prefix("cs-blobs-").tempdir_in(strata_testutil::scratch_base()).unwrap();
+    tar_layout(&scratch.path().join("layout"), &tar);
     let reg = Registry::start();
     let repo = format!("cs/{which}");
-    let script = format!(
-        "mkdir -p /var/lib/containers && mount -t tmpfs tmpfs /var/lib/containers && \
-         skopeo copy --quiet --dest-tls-verify=false --dest-compress-format zstd:chunked \
-         oci:/peers/{}/layout:t docker://{}/{repo}:zstd-chunked",
-        scratch.name,
-        reg.addr()
+    peers.trixie_ok(
+        scratch.path(),
+        &format!(
+            "mkdir -p /var/lib/containers && mount -t tmpfs tmpfs /var/lib/containers && \
+             skopeo copy --quiet --dest-tls-verify=false --dest-compress-format zstd:chunked \
+             oci:/data/layout:t docker://{}/{repo}:zstd-chunked",
+            reg.addr()
+        ),
     );
-    let out = Command::new(TRIXIE).args(["sh", "-c", &script]).output().unwrap();
-    assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
 
     let addr = reg.addr();
     let manifest: ImageManifest = serde_json::from_slice(&common::registry_get(
@@ -119,10 +93,10 @@ fn check_skopeo_push(which: &str) {
 
 #[test]
 fn skopeo_rootfs_a_layer_reads_and_rebuilds_to_its_diff_id() {
-    check_skopeo_push("rootfs-a");
+    check_skopeo_push(Rootfs::A);
 }
 
 #[test]
 fn skopeo_rootfs_b_layer_reads_and_rebuilds_to_its_diff_id() {
-    check_skopeo_push("rootfs-b");
+    check_skopeo_push(Rootfs::B);
 }

@@ -7,44 +7,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use strata_oci::layout::OciDir;
 use strata_oci::{Descriptor, ImageConfig, ImageManifest, media};
-use strata_testutil::{Registry, require_root, require_tool, run};
+use strata_testutil::{Peers, Registry, require_root, require_tool, run};
 use strata_zstd_chunked::WriterOptions;
-
-const TRIXIE: &str = "/tmp/peers/trixie-run.sh";
-
-/// A scratch directory under /tmp/peers/oci (seen as /peers in the chroot), removed on drop.
-struct Scratch {
-    name: String,
-    host: PathBuf,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let name = format!("zchunked-test-{}-{}", std::process::id(), rand_suffix());
-        let host = Path::new("/tmp/peers/oci").join(&name);
-        std::fs::create_dir_all(&host).unwrap();
-        Scratch { name, host }
-    }
-    fn chroot_path(&self) -> String {
-        format!("/peers/{}", self.name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.host);
-        let _ = std::fs::remove_dir_all(Path::new("/tmp/peers/xfs").join(&self.name));
-    }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64
-}
 
 fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -163,16 +132,15 @@ fn write_layout(layout: &Path, blob: &[u8], result: &strata_zstd_chunked::WriteR
 
 #[test]
 fn podman_partially_pulls_a_strata_blob_and_gets_the_same_files() {
-    if !require_root()
-        || !require_tool("docker-registry")
-        || !require_tool("setfattr")
-        || !require_tool("getfattr")
-        || !common::have(TRIXIE)
-    {
+    if !require_root() || !require_tool("docker-registry") || !require_tool("setfattr") || !require_tool("getfattr") {
         return;
     }
-    let scratch = Scratch::new();
-    let tree = scratch.host.join("tree");
+    let Some(peers) = Peers::require() else { return };
+    // The scratch directory is the chroot's /data: the layout, podman's storage, the copy.
+    let scratch =
+        tempfile::Builder::new().prefix("zchunked-podman-").tempdir_in(strata_testutil::scratch_base()).unwrap();
+    let host = scratch.path();
+    let tree = host.join("tree");
     std::fs::create_dir(&tree).unwrap();
     build_tree(&tree);
     let tar = Command::new("tar")
@@ -184,38 +152,34 @@ fn podman_partially_pulls_a_strata_blob_and_gets_the_same_files() {
     assert!(tar.status.success());
     let (blob, result) = common::write_blob(&tar.stdout[..], WriterOptions::default());
     assert!(result.chunks > 20, "the tree should give multi-chunk files, got {} chunks", result.chunks);
-    write_layout(&scratch.host.join("layout"), &blob, &result);
+    write_layout(&host.join("layout"), &blob, &result);
 
     let reg = Registry::start();
     let image = format!("{}/strata/zchunked:t", reg.addr());
-    let sp = scratch.chroot_path();
     std::fs::write(
-        scratch.host.join("storage.conf"),
-        format!(
-            "[storage]\ndriver = \"overlay\"\nrunroot = \"/xfs/{n}/run\"\ngraphroot = \"/xfs/{n}/root\"\n\
-             [storage.options]\npull_options = {{enable_partial_images = \"true\", use_hard_links = \"false\", ostree_repos = \"\"}}\n",
-            n = scratch.name
-        ),
+        host.join("storage.conf"),
+        "[storage]\ndriver = \"overlay\"\nrunroot = \"/data/run\"\ngraphroot = \"/data/root\"\n\
+         [storage.options]\npull_options = {enable_partial_images = \"true\", use_hard_links = \"false\", ostree_repos = \"\"}\n",
     )
     .unwrap();
     std::fs::write(
-        scratch.host.join("registries.conf"),
+        host.join("registries.conf"),
         format!("unqualified-search-registries = []\n[[registry]]\nlocation = \"{}\"\ninsecure = true\n", reg.addr()),
     )
     .unwrap();
     let script = format!(
         "set -e\n\
-         export CONTAINERS_STORAGE_CONF={sp}/storage.conf CONTAINERS_REGISTRIES_CONF={sp}/registries.conf \
-         CONTAINERS_CONF=/podman5/containers.conf TMPDIR=/podman5/tmp\n\
-         skopeo copy --quiet --preserve-digests --dest-tls-verify=false oci:{sp}/layout:t docker://{image}\n\
-         podman --log-level=debug pull -q {image} 2> {sp}/pull.log\n\
+         mkdir -p /data/tmp\n\
+         export CONTAINERS_STORAGE_CONF=/data/storage.conf CONTAINERS_REGISTRIES_CONF=/data/registries.conf TMPDIR=/data/tmp\n\
+         skopeo copy --quiet --preserve-digests --dest-tls-verify=false oci:/data/layout:t docker://{image}\n\
+         podman --log-level=debug pull -q {image} 2> /data/pull.log\n\
          m=$(podman image mount {image})\n\
-         cp -a \"$m\" {sp}/pulled\n\
+         cp -a \"$m\" /data/pulled\n\
          podman image umount {image} >/dev/null\n\
          podman rmi -f {image} >/dev/null\n"
     );
-    let out = Command::new(TRIXIE).args(["sh", "-c", &script]).output().unwrap();
-    let log = std::fs::read_to_string(scratch.host.join("pull.log")).unwrap_or_default();
+    let out = peers.trixie_sh(host, &script);
+    let log = std::fs::read_to_string(host.join("pull.log")).unwrap_or_default();
     assert!(
         out.status.success(),
         "chroot script failed: {}\n{}\npull log tail:\n{}",
@@ -226,7 +190,7 @@ fn podman_partially_pulls_a_strata_blob_and_gets_the_same_files() {
     assert!(log.contains("Created zstd:chunked differ"), "podman did not use the zstd:chunked differ:\n{}", tail(&log));
     assert!(!log.contains("Could not create zstd:chunked differ"), "{}", tail(&log));
     let want = listing(&tree);
-    let got = listing(&scratch.host.join("pulled"));
+    let got = listing(&host.join("pulled"));
     assert_eq!(got, want);
 }
 

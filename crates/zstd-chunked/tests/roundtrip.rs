@@ -4,16 +4,17 @@ mod common;
 
 use std::io::Read;
 
-use common::{ROOTFS_A, have, write_blob};
+use common::{rootfs_a_tar, write_blob};
 use strata_types::Sha256Digest;
 use strata_zstd_chunked::WriterOptions;
 
 #[test]
 fn rootfs_a_round_trips_through_zstd_cli() {
-    if !have(ROOTFS_A) || !strata_testutil::require_tool("zstd") {
+    let Some(tar) = rootfs_a_tar() else { return };
+    if !strata_testutil::require_tool("zstd") {
         return;
     }
-    let tar = std::fs::read(ROOTFS_A).unwrap();
+    let tar = std::fs::read(tar).unwrap();
     let t = std::time::Instant::now();
     let (blob, result) = write_blob(&tar[..], WriterOptions::default());
     eprintln!("wrote {} -> {} bytes in {:?}", tar.len(), blob.len(), t.elapsed());
@@ -37,10 +38,8 @@ fn rootfs_a_round_trips_through_zstd_cli() {
 
 #[test]
 fn rootfs_a_blob_validates_and_every_chunk_stands_alone() {
-    if !have(ROOTFS_A) {
-        return;
-    }
-    let tar = std::fs::read(ROOTFS_A).unwrap();
+    let Some(tar) = rootfs_a_tar() else { return };
+    let tar = std::fs::read(tar).unwrap();
     let (blob, result) = write_blob(&tar[..], WriterOptions::default());
     let plan = strata_zstd_chunked::open_layer(
         &result.annotations,

@@ -145,22 +145,32 @@ pub(super) fn sync_xattrs_fd(file: &File, want: &strata_types::Xattrs, keep: imp
     Ok(())
 }
 
-/// Removes `name` from `dir`, recursively if it is a directory. Directories without write
-/// permission are made writable first (needed when not running as root).
+/// Removes `name` from `dir`, recursively if it is a directory, never following a symlink.
+/// Directories without write (or search) permission are made accessible first when not
+/// running as root (rootless stores hold the 0555 directories of images). A missing `name`
+/// is not an error.
 pub(super) fn remove_all(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => return Ok(()),
         Err(Errno::EISDIR) => {}
         Err(e) => return Err(e.into()),
     }
-    let sub = open_beneath(dir, name.as_bytes(), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
     if !nix::unistd::geteuid().is_root() {
-        let _ = nix::sys::stat::fchmod(sub.as_fd(), Mode::from_bits_truncate(0o700));
+        // A directory (unlinkat said so), so fchmodat cannot act on a symlink's target.
+        let _ = chmod_at(dir, name, 0o700);
     }
+    let sub = match open_beneath(dir, name.as_bytes(), OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
     for child in list_dir(sub.as_fd())? {
         remove_all(sub.as_fd(), &child)?;
     }
-    unlinkat(dir, name, UnlinkatFlags::RemoveDir).map_err(io::Error::from)
+    match unlinkat(dir, name, UnlinkatFlags::RemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Names in a directory (without `.` and `..`).

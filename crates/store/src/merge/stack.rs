@@ -25,8 +25,9 @@ pub(crate) enum Inode {
 #[derive(Debug)]
 pub(crate) struct StackLayer {
     pub id: LayerId,
-    /// The layer directory's tree (`ROOT/layers/<id>/diff`): where file data is read.
-    pub diff: PathBuf,
+    /// The layer directory's tree (`ROOT/layers/<id>/diff`), opened when a file's data is
+    /// first read from it.
+    pub tree: strata_differ::Tree,
     pub records: Vec<FileRecord>,
     /// Every object the layer directory holds, root excluded: path and inode.
     pub objects: Vec<(RelPath, Inode)>,
@@ -86,7 +87,8 @@ impl StackLayer {
             objects.push((p.clone(), Inode::Implicit(implicit.len() as u32)));
             implicit.push(read_implicit(&diff, p).map_err(corrupt)?);
         }
-        Ok(StackLayer { id, diff, records, objects, whiteouts, opaques, root_opaque, implicit })
+        let tree = strata_differ::Tree::lazy(&diff);
+        Ok(StackLayer { id, tree, records, objects, whiteouts, opaques, root_opaque, implicit })
     }
 
     /// The entry describing `inode` (its own path: the record's or the implicit directory's).

@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use strata_types::{Entry, EntryKind, LayerId, RelPath};
@@ -183,10 +182,11 @@ impl View {
         e
     }
 
-    /// Where a regular file's data is: its inode's path in its layer directory.
-    pub fn source(&self, n: &Node) -> PathBuf {
+    /// Where a regular file's data is: its inode's path in its layer directory (opened
+    /// beneath the layer directory when the layer is written).
+    pub fn source(&self, n: &Node) -> strata_differ::Source {
         let l = self.layer_of(n);
-        l.diff.join(l.inode_entry(n.inode).path.as_path())
+        strata_differ::Source::new(l.tree.clone(), l.inode_entry(n.inode).path.clone(), None)
     }
 
     /// A store-wide identity of a node's inode: equal identities mean the very same

@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::path::Path;
 
 use strata_layer::parse::TarReader;
 use strata_zstd_chunked::{WriteResult, WriterOptions, ZstdChunkedWriter};
@@ -16,21 +15,10 @@ pub fn write_blob(tar: impl Read, opts: WriterOptions) -> (Vec<u8>, WriteResult)
     (blob, result)
 }
 
-pub const ROOTFS_A: &str = "/tmp/peers/tars/rootfs-a.tar";
-
-fn strict() -> bool {
-    std::env::var("STRATA_TEST_PRIVILEGED").is_ok_and(|v| v == "1")
-}
-
-/// True when the peers' file `path` exists; otherwise skips, or fails under
-/// STRATA_TEST_PRIVILEGED=1 (like strata_testutil's requirements).
-pub fn have(path: &str) -> bool {
-    let ok = Path::new(path).exists();
-    if !ok {
-        assert!(!strict(), "STRATA_TEST_PRIVILEGED=1 but {path} is missing (run /work/shared/peers/setup.sh)");
-        eprintln!("skipped: {path} is missing (run /work/shared/peers/setup.sh)");
-    }
-    ok
+/// The layer tar of the debootstrap tree a (`scripts/setup-peers.sh`), or `None` when the
+/// fixtures are missing (skipped, or a failure under STRATA_TEST_PRIVILEGED=1).
+pub fn rootfs_a_tar() -> Option<std::path::PathBuf> {
+    strata_testutil::Peers::require().map(|p| p.tar(strata_testutil::Rootfs::A))
 }
 
 use strata_layer::tarsplit::Record;
