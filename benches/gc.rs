@@ -79,7 +79,7 @@ fn main() {
     }
     // Layer numbers, the data file's number in each layer and its content.
     let layers: Vec<(u32, u32, Vec<u8>)> = {
-        let store = strata_store::Store::open(&root, strata_store::Access::Read, Default::default()).unwrap();
+        let store = strata_store::Store::open(&root, Default::default()).unwrap();
         store
             .layers()
             .unwrap()
@@ -111,7 +111,7 @@ fn main() {
         idx.flush().unwrap();
     }
     {
-        let store = strata_store::Store::open(&root, strata_store::Access::Write, Default::default()).unwrap();
+        let store = strata_store::Store::open(&root, Default::default()).unwrap();
         for i in (0..n_layers).step_by(2) {
             store.forget_image_record_for_tests(&ImageName::new(format!("img{i}")).unwrap()).unwrap();
         }

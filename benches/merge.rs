@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use strata_differ::{TempOverlay, WriteOptions, diff_trees, write_layer};
 use strata_layer::out_file::FileTarOut;
-use strata_store::{Access, NoProgress, OpenOptions, Store};
+use strata_store::{NoProgress, OpenOptions, Store};
 use strata_types::ImageName;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -54,8 +54,8 @@ fn name(s: &str) -> ImageName {
     ImageName::new(s).unwrap()
 }
 
-fn open(root: &Path, access: Access) -> Store {
-    Store::open(root, access, OpenOptions::default()).unwrap()
+fn open(root: &Path) -> Store {
+    Store::open(root, OpenOptions::default()).unwrap()
 }
 
 /// Writes a changeset as an uncompressed tar to `out`; returns its size.
@@ -67,7 +67,7 @@ fn write(cs: &strata_differ::Changeset, out: &Path) -> u64 {
 }
 
 fn metadata_table(root: &Path) {
-    let store = open(root, Access::Write);
+    let store = open(root);
     let (mut files, mut encoded) = (0u64, 0u64);
     for img in ["a", "b"] {
         for id in &store.image(&name(img)).unwrap().layers {
@@ -97,7 +97,7 @@ fn diff_table(root: &Path, out_dir: &Path) {
     let out = out_dir.join("layer.tar");
     let mut meta_ab = Duration::ZERO;
     for (a, b) in [("a", "b"), ("b", "a")] {
-        let store = open(root, Access::Read);
+        let store = open(root);
         let mut cs = None;
         let compute = times(7, || cs = Some(store.diff_images(&name(a), &name(b)).unwrap()));
         let cs = cs.unwrap();
@@ -122,7 +122,7 @@ fn diff_table(root: &Path, out_dir: &Path) {
         );
     }
     let paths = strata_store::paths::StorePaths::new(root);
-    let store = open(root, Access::Read);
+    let store = open(root);
     let lowers = |img: &str| -> Vec<PathBuf> {
         store.image(&name(img)).unwrap().layers.iter().rev().map(|l| paths.layer_diff(l)).collect()
     };
@@ -152,14 +152,14 @@ fn merge_table(root: &Path) {
     println!("|---|---:|");
     let mut i = 0;
     let lib = times(7, || {
-        let store = open(root, Access::Write);
+        let store = open(root);
         let m = name(&format!("bench-merge-{i}"));
         let r = store.merge(&m, &[name("a"), name("b")], false).unwrap();
         assert!(r.created);
         store.rmi(&m).unwrap();
         i += 1;
     });
-    let store = open(root, Access::Read);
+    let store = open(root);
     let conflicts = times(7, || {
         store.merge_conflicts(&[name("a"), name("b")]).unwrap();
     });
@@ -196,7 +196,7 @@ fn main() {
     let root = dir.join("store");
     std::fs::create_dir_all(&dir).unwrap();
     {
-        let store = open(&root, Access::Write);
+        let store = open(&root);
         for img in ["a", "b"] {
             if !store.has_image(&name(img)).unwrap() {
                 eprintln!("importing rootfs-{img}...");

@@ -123,7 +123,7 @@ fn gc_removes_unreferenced_layers_and_dangling_index_entries() {
     strata_json(&root, &["commit", "c", "y"]);
     assert!(strata(&root, &["container", "rm", "c"]).status.success());
     {
-        let store = strata_store::Store::open(&root, strata_store::Access::Write, Default::default()).unwrap();
+        let store = strata_store::Store::open(&root, Default::default()).unwrap();
         store.forget_image_record_for_tests(&strata_types::ImageName::new("y").unwrap()).unwrap();
     }
     let dry = strata_json(&root, &["gc", "--dry-run"]);

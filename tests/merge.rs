@@ -30,7 +30,7 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 use strata_differ::{DiffMethod, WriteOptions, write_layer};
 use strata_layer::out_file::WriteTarOut;
-use strata_store::{Access, OpenOptions, Store};
+use strata_store::{OpenOptions, Store};
 use strata_testutil::{LoopMount, require_root, require_tool};
 use strata_types::ImageName;
 use tree::{Snap, apply_oci, assert_same, image_layers, mount_image, snapshot};
@@ -205,7 +205,7 @@ fn check_diff(root: &Path, scratch: &Path, views: &mut Views<'_>, a: &str, b: &s
     let expected = views.of(b);
     assert_same(expected, &apply_onto(root, scratch, a, &tar), &format!("strata diff {a} {b} ({format})"));
     if prefix {
-        let store = Store::open(root, Access::Read, OpenOptions::default()).unwrap();
+        let store = Store::open(root, OpenOptions::default()).unwrap();
         let cs = store
             .diff_images_with(&ImageName::new(a).unwrap(), &ImageName::new(b).unwrap(), DiffMethod::Metadata)
             .unwrap();

@@ -101,26 +101,6 @@ fn push_then_pull_gives_the_same_layers_in_every_format() {
     assert!(err.contains("no-registry-here") && err.trim().lines().count() == 1, "{err}");
 }
 
-#[test]
-fn push_takes_a_shared_lock() {
-    if !require_root() || !require_tool("docker-registry") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let t = related_trees(dir.path());
-    let (la, _, _) = related_layouts(dir.path(), &t);
-    let root = dir.path().join("store");
-    strata_json(&root, &["import", &layout_ref(&la), "--name", "a"]);
-    let reg = Registry::start();
-    // Another reader holds the lock: a push still runs (a writer would have to wait).
-    let f = std::fs::File::options().read(true).write(true).open(root.join("lock")).unwrap();
-    let _shared = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockSharedNonblock).map_err(|(_, e)| e).unwrap();
-    let target = format!("{}/shared/a:v1", reg.addr());
-    strata_json(&root, &["--no-wait", "push", "a", &target, "--plain-http"]);
-    let err = strata_fails(&root, &["--no-wait", "rmi", "a"]);
-    assert!(err.contains("locked"), "{err}");
-}
-
 /// skopeo 1.18 copies what strata pushed (verifying every blob) to a layout whose tree is
 /// the image's, and podman 5.4 pulls it with containers/storage's zstd:chunked reader.
 #[test]

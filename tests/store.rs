@@ -130,7 +130,7 @@ fn a_second_process_waits_or_fails_fast() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     ok(&root, &["images"]);
-    // Hold the store lock as a writer would.
+    // Hold the owner lock without serving the socket: an owner that is starting or stopping.
     let f = fs::File::options().read(true).write(true).open(root.join("lock")).unwrap();
     let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
     fs::write(root.join("lock.owner"), "4242 strata pull example\n").unwrap();
@@ -143,11 +143,12 @@ fn a_second_process_waits_or_fails_fast() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     drop(lock);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting for the store lock"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("waiting for the owner") && stderr.contains("4242"), "{stderr}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["images"].as_array().unwrap().is_empty());
 }

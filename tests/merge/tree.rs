@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use strata_differ::TempOverlay;
 use strata_store::paths::StorePaths;
-use strata_store::{Access, OpenOptions, Store};
+use strata_store::{OpenOptions, Store};
 use strata_types::{ImageName, LayerId, Sha256Hasher};
 
 /// Every attribute of each object below a root (root excluded), plus hardlink groups.
@@ -103,7 +103,7 @@ pub fn assert_same(expected: &Snap, got: &Snap, context: &str) {
 
 /// An image's layers, bottom first (the store is opened only for this).
 pub fn image_layers(root: &Path, image: &str) -> Vec<LayerId> {
-    let store = Store::open(root, Access::Read, OpenOptions::default()).unwrap();
+    let store = Store::open(root, OpenOptions::default()).unwrap();
     store.image(&ImageName::new(image).unwrap()).unwrap().layers
 }
 

@@ -10,7 +10,7 @@ pub struct Args {
     /// Store root (default: $STRATA_ROOT, else /var/lib/strata for root, else $XDG_DATA_HOME/strata).
     #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// Fail at once instead of waiting when another process holds the store lock.
+    /// Fail at once instead of waiting when the store's owner does not answer (starting or stopping).
     #[arg(long, global = true)]
     pub no_wait: bool,
     /// Print exactly one JSON object on stdout.
@@ -98,7 +98,7 @@ pub enum Command {
     },
     /// Make a one-layer image with the same root filesystem.
     Squash { image: String, name: String },
-    /// Remove what no image or container references (offline: takes the store lock).
+    /// Remove what no image, container or running operation uses (while everything else goes on).
     Gc {
         #[arg(long)]
         dry_run: bool,

@@ -50,7 +50,7 @@ use std::sync::Arc;
 
 pub use changeset::{Change, ChangeKind, Changeset, DiffMethod, InodeKey};
 pub use inode::{OVERLAY_XATTR_PREFIXES, is_overlay_xattr};
-pub use mount::TempOverlay;
+pub use mount::{MAX_MOUNT_DATA, TempOverlay, overlay_options};
 pub use mountinfo::{OverlayDirs, find_overlay, parse_overlay_options, split_lowerdir, unescape_octal};
 pub use tree::{Source, Tree};
 pub use write::{WriteOptions, WriteStats, write_layer};
@@ -76,6 +76,8 @@ pub enum DiffError {
     NotOverlay { path: PathBuf, fstype: String },
     #[error("mounting a private overlay ({options}) failed: {errno}")]
     Mount { options: String, errno: nix::Error },
+    #[error("{layers} layers make overlay options of {bytes} bytes, over the kernel's {max}", max = mount::MAX_MOUNT_DATA)]
+    MountOptionsTooLong { layers: usize, bytes: usize },
     #[error(transparent)]
     Path(#[from] strata_types::RelPathError),
     #[error("changeset has two entries named {path}")]

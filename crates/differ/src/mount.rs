@@ -31,17 +31,7 @@ impl TempOverlay {
             std::fs::create_dir(&empty).map_err(crate::inode::io_err(&empty))?;
             layers.push(empty);
         }
-        let mut data = b"lowerdir=".to_vec();
-        for (i, layer) in layers.iter().enumerate() {
-            if i > 0 {
-                data.push(b':');
-            }
-            data.extend(escape_layer(layer));
-        }
-        for opt in options {
-            data.push(b',');
-            data.extend_from_slice(opt.as_bytes());
-        }
+        let data = overlay_options(&layers, None, options)?;
         let data_os = std::ffi::OsStr::from_bytes(&data);
         nix::mount::mount(Some("overlay"), &mountpoint, Some("overlay"), MsFlags::MS_RDONLY, Some(data_os))
             .map_err(|errno| DiffError::Mount { options: String::from_utf8_lossy(&data).into_owned(), errno })?;
@@ -59,9 +49,9 @@ impl Drop for TempOverlay {
     }
 }
 
-/// Escapes a layer path for `lowerdir=`: the kernel's option parser splits on `,` and `:`
+/// Escapes a path for overlay's options: the kernel's option parser splits on `,` and `:`
 /// unless preceded by `\`.
-fn escape_layer(p: &Path) -> Vec<u8> {
+fn escape(p: &Path) -> Vec<u8> {
     let mut out = Vec::new();
     for &b in p.as_os_str().as_bytes() {
         if matches!(b, b'\\' | b':' | b',') {
@@ -70,4 +60,38 @@ fn escape_layer(p: &Path) -> Vec<u8> {
         out.push(b);
     }
     out
+}
+
+/// The longest mount data the kernel takes (one page, with its terminating zero).
+pub const MAX_MOUNT_DATA: usize = 4095;
+
+/// Overlay mount data: `lowerdir=` (top-most first), `upperdir=`/`workdir=` when `upper`
+/// is `(upper, work)`, then `extra` options; paths escaped. An error when it exceeds the
+/// kernel's page ([`MAX_MOUNT_DATA`]).
+pub fn overlay_options(
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    extra: &[&str],
+) -> Result<Vec<u8>, DiffError> {
+    let mut data = b"lowerdir=".to_vec();
+    for (i, layer) in lowers.iter().enumerate() {
+        if i > 0 {
+            data.push(b':');
+        }
+        data.extend(escape(layer));
+    }
+    if let Some((u, w)) = upper {
+        data.extend_from_slice(b",upperdir=");
+        data.extend(escape(u));
+        data.extend_from_slice(b",workdir=");
+        data.extend(escape(w));
+    }
+    for opt in extra {
+        data.push(b',');
+        data.extend_from_slice(opt.as_bytes());
+    }
+    if data.len() > MAX_MOUNT_DATA {
+        return Err(DiffError::MountOptionsTooLong { layers: lowers.len(), bytes: data.len() });
+    }
+    Ok(data)
 }

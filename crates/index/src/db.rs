@@ -434,21 +434,36 @@ impl Index {
 
     // ---- maintenance ----
 
-    /// Visits every location entry; `keep` decides per location. Entries whose list becomes
-    /// empty are deleted. Writes in bounded batches. Returns (locations removed, keys deleted).
-    pub fn retain_locs(&self, mut keep: impl FnMut(&Key, &Loc) -> bool) -> Result<(u64, u64), IndexError> {
+    /// Visits location entries in key order, starting after `after` (from the first when
+    /// `None`), at most `max_keys` of them; `keep` decides per location. Entries whose list
+    /// becomes empty are deleted. One synced batch. Returns the locations removed, the keys
+    /// deleted, and the last key visited when there may be more (`None`: the end was reached).
+    pub fn retain_locs(
+        &self,
+        after: Option<&[u8]>,
+        max_keys: u64,
+        mut keep: impl FnMut(&Key, &Loc) -> bool,
+    ) -> Result<(u64, u64, Option<Vec<u8>>), IndexError> {
         self.writable()?;
         let cf = self.cf(CF_LOCS);
         let mut wb = WriteBatch::default();
-        let (mut removed, mut deleted) = (0u64, 0u64);
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+        let (mut removed, mut deleted, mut visited) = (0u64, 0u64, 0u64);
+        let mode = match after {
+            Some(k) => IteratorMode::From(k, rocksdb::Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut last = None;
+        for item in self.db.iterator_cf(cf, mode) {
             let (k, v) = item.map_err(|e| self.rocks(e))?;
-            let Some(key) = Key::decode(&k) else {
-                wb.delete_cf(cf, &k);
-                deleted += 1;
+            if after.is_some_and(|a| a == &k[..]) {
                 continue;
-            };
-            let Some(locs) = decode_locs(&v) else {
+            }
+            if visited == max_keys {
+                break;
+            }
+            visited += 1;
+            last = Some(k.to_vec());
+            let (Some(key), Some(locs)) = (Key::decode(&k), decode_locs(&v)) else {
                 wb.delete_cf(cf, &k);
                 deleted += 1;
                 continue;
@@ -463,14 +478,12 @@ impl Index {
                     wb.put_cf(cf, &k, encode_locs(&kept));
                 }
             }
-            if wb.len() >= 10_000 {
-                self.db.write(std::mem::take(&mut wb)).map_err(|e| self.rocks(e))?;
-            }
         }
         let mut o = WriteOptions::default();
         o.set_sync(true);
         self.db.write_opt(wb, &o).map_err(|e| self.rocks(e))?;
-        Ok((removed, deleted))
+        let more = if visited == max_keys { last } else { None };
+        Ok((removed, deleted, more))
     }
 
     /// Visits every location entry (fsck); stop early by returning false.

@@ -54,9 +54,10 @@ fn locations_accumulate_up_to_the_cap_and_go_with_their_layer() {
     let got = idx.lookup(&[k]).unwrap().remove(0);
     assert!(!got.iter().any(|l| l.layer == LayerNum(2)));
     // gc-style retain removes the rest of a layer everywhere.
-    let (removed, deleted) = idx.retain_locs(|_, l| l.layer != LayerNum(1)).unwrap();
+    let (removed, deleted, more) = idx.retain_locs(None, u64::MAX, |_, l| l.layer != LayerNum(1)).unwrap();
+    assert!(more.is_none());
     assert_eq!((removed, deleted), (1, 0));
-    let (_, deleted) = idx.retain_locs(|_, _| false).unwrap();
+    let (_, deleted, _) = idx.retain_locs(None, u64::MAX, |_, _| false).unwrap();
     assert_eq!(deleted, 1);
     assert!(idx.lookup(&[k]).unwrap()[0].is_empty());
 }

@@ -15,6 +15,8 @@ use strata_types::{ImageName, LayerId, RelPath, Sha256Digest};
 
 use crate::container::is_mounted;
 use crate::ingest::{OwnSource, ingest_changeset};
+use crate::owner::Tx;
+use crate::publish::{PublishImage, PublishTx};
 use crate::records::{ImageRecord, LayerOrigin};
 use crate::staging::Staging;
 use crate::{Store, StoreError};
@@ -52,7 +54,6 @@ pub(crate) fn config_with_layer(base: &str, diff_id: Sha256Digest, created_by: &
 
 impl Store {
     pub fn commit(&self, container: &ImageName, name: &ImageName) -> Result<CommitReport, StoreError> {
-        self.require_write()?;
         let start = Instant::now();
         let rec = self.container(container)?;
         if self.has_image(name)? {
@@ -75,7 +76,7 @@ impl Store {
         let staging = Staging::new(&self.paths, "commit")?;
         let layer_dir = staging.path().join("layer");
         let (staged, bytes, stats) = ingest_changeset(
-            &self.index,
+            self.index(),
             &self.paths,
             &layer_dir,
             &cs,
@@ -88,7 +89,9 @@ impl Store {
         let mut layers = rec.layers.clone();
         layers.push(layer);
         let image = ImageRecord::new(name.clone(), layers, config, format!("commit of container {container}"));
-        self.publish(vec![staged], Some(&image))?;
+        let layer_tx = staged.seal(&self.paths)?;
+        let image = PublishImage { record: image, replace: false };
+        self.tx(Tx::Publish(PublishTx { layers: vec![layer_tx], image: Some(image), trash: None }))?;
         Ok(CommitReport {
             image: name.clone(),
             layer,

@@ -3,8 +3,13 @@
 //! Mounts use `index=off,redirect_dir=off,metacopy=off` so the upperdir alone describes
 //! every change and `commit` can use the single-walk differ (a directory rename becomes a
 //! copy plus a whiteout instead of a redirect).
+//!
+//! A container's record and directories are created and removed in owner transactions;
+//! mounting happens in the calling process (its mount namespace), serialized per container
+//! by a lock on `containers/<hex>.lock`, so two processes never mount one container twice.
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -13,7 +18,10 @@ use strata_index::Table;
 use strata_types::ImageName;
 
 use crate::error::IoContext;
+use crate::lock::StagingLock;
+use crate::owner::{Owner, RootPath, Tx, TxOk};
 use crate::records::ContainerRecord;
+use crate::staging::Staging;
 use crate::store::now_secs;
 use crate::{Store, StoreError};
 
@@ -42,19 +50,6 @@ pub(crate) fn unmount_if_mounted(merged: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Escapes a path for overlay's comma/colon separated options.
-fn escape_opt(p: &Path) -> String {
-    let s = p.to_string_lossy();
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, ',' | ':' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 impl Store {
     pub fn container_dirs(&self, name: &ImageName) -> ContainerDirs {
         let d = self.paths.container(name);
@@ -66,24 +61,100 @@ impl Store {
         rec.layers.iter().rev().map(|l| self.paths.layer_diff(l)).collect()
     }
 
+    /// Holds the container's lock while `f` runs (mount, unmount, remove, commit).
+    fn with_container_lock<T>(
+        &self,
+        name: &ImageName,
+        f: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let path = self.paths.container(name).with_extension("lock");
+        let _lock = loop {
+            match StagingLock::acquire(&path) {
+                Ok(l) => break l,
+                Err(StoreError::Io { source, .. }) if source.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        f()
+    }
+
     pub fn container_create(&self, image: &ImageName, name: &ImageName) -> Result<ContainerRecord, StoreError> {
-        self.require_write()?;
-        let img = self.image(image)?;
+        match self.tx(Tx::ContainerCreate { image: image.clone(), name: name.clone() })? {
+            TxOk::Container(rec) => Ok(rec),
+            other => Err(crate::owner::unexpected(other)),
+        }
+    }
+
+    /// Mounts the container (if it is not mounted yet) and returns the merged directory.
+    pub fn container_mount(&self, name: &ImageName) -> Result<PathBuf, StoreError> {
+        let rec = self.container(name)?;
+        let dirs = self.container_dirs(name);
+        self.with_container_lock(name, || {
+            if is_mounted(&dirs.merged) {
+                return Ok(());
+            }
+            for l in &rec.layers {
+                if !self.paths.layer_diff(l).is_dir() {
+                    return Err(StoreError::MissingLayer(*l));
+                }
+            }
+            let lowers = self.container_lowers(&rec);
+            let opts: Vec<&str> = MOUNT_OPTIONS.split(',').collect();
+            let data = strata_differ::overlay_options(&lowers, Some((&dirs.upper, &dirs.work)), &opts)
+                .map_err(|source| StoreError::Diff { context: format!("mounting container {name}"), source })?;
+            let data = std::ffi::OsStr::from_bytes(&data);
+            nix::mount::mount(Some("overlay"), &dirs.merged, Some("overlay"), MsFlags::empty(), Some(data))
+                .map_err(|e| StoreError::io(&dirs.merged, std::io::Error::other(format!("mount overlay: {e}"))))
+        })?;
+        Ok(dirs.merged)
+    }
+
+    pub fn container_umount(&self, name: &ImageName) -> Result<(), StoreError> {
+        self.container(name)?;
+        let dirs = self.container_dirs(name);
+        self.with_container_lock(name, || {
+            if !is_mounted(&dirs.merged) {
+                return Err(StoreError::NotMounted(name.clone()));
+            }
+            unmount_if_mounted(&dirs.merged)
+        })
+    }
+
+    /// Unmounts and removes a container and its changes.
+    pub fn container_rm(&self, name: &ImageName) -> Result<(), StoreError> {
+        self.container(name)?;
+        let dirs = self.container_dirs(name);
+        let trash = Staging::new(&self.paths, "container-rm")?;
+        self.with_container_lock(name, || {
+            unmount_if_mounted(&dirs.merged)?;
+            self.tx(Tx::ContainerRemove { name: name.clone(), trash: trash.root_path()? }).map(|_| ())
+        })?;
+        let _ = fs::remove_file(self.paths.container(name).with_extension("lock"));
+        Ok(())
+        // `trash` (the container's directory) is deleted on drop.
+    }
+}
+
+impl Owner {
+    /// The `container_create` transaction: directories first, record second (a crash in
+    /// between leaves an orphan directory that recovery removes).
+    pub(crate) fn container_create(&self, image: &ImageName, name: &ImageName) -> Result<ContainerRecord, StoreError> {
+        let img = crate::store::image(&self.index, image)?;
         if self.index.get(Table::Containers, name.as_str().as_bytes())?.is_some() {
             return Err(StoreError::ContainerExists(name.clone()));
         }
         if img.layers.is_empty() {
             return Err(StoreError::Invalid(format!("image {image} has no layers to run a container on")));
         }
-        // Directories first, record second: a crash in between leaves an orphan directory
-        // that recovery removes.
-        let dirs = self.container_dirs(name);
         let base = self.paths.container(name);
         if base.exists() {
             crate::files::remove_tree(&base)?;
         }
-        for d in [&dirs.upper, &dirs.work, &dirs.merged] {
-            fs::create_dir_all(d).at(d)?;
+        for d in ["upper", "work", "merged"] {
+            let d = base.join(d);
+            fs::create_dir_all(&d).at(&d)?;
         }
         let rec = ContainerRecord {
             name: name.clone(),
@@ -98,57 +169,15 @@ impl Store {
         Ok(rec)
     }
 
-    /// Mounts the container (if it is not mounted yet) and returns the merged directory.
-    pub fn container_mount(&self, name: &ImageName) -> Result<PathBuf, StoreError> {
-        let rec = self.container(name)?;
-        let dirs = self.container_dirs(name);
-        if is_mounted(&dirs.merged) {
-            return Ok(dirs.merged);
-        }
-        for l in &rec.layers {
-            if !self.paths.layer_diff(l).is_dir() {
-                return Err(StoreError::MissingLayer(*l));
-            }
-        }
-        let lowers: Vec<String> = self.container_lowers(&rec).iter().map(|p| escape_opt(p)).collect();
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={},{MOUNT_OPTIONS}",
-            lowers.join(":"),
-            escape_opt(&dirs.upper),
-            escape_opt(&dirs.work)
-        );
-        if data.len() >= 4096 {
-            return Err(StoreError::Invalid(format!(
-                "container {name}: {} layers make overlay options of {} bytes, over the kernel's 4095",
-                rec.layers.len(),
-                data.len()
-            )));
-        }
-        nix::mount::mount(Some("overlay"), &dirs.merged, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
-            .map_err(|e| StoreError::io(&dirs.merged, std::io::Error::other(format!("mount overlay: {e}"))))?;
-        Ok(dirs.merged)
-    }
-
-    pub fn container_umount(&self, name: &ImageName) -> Result<(), StoreError> {
-        self.container(name)?;
-        let dirs = self.container_dirs(name);
-        if !is_mounted(&dirs.merged) {
-            return Err(StoreError::NotMounted(name.clone()));
-        }
-        unmount_if_mounted(&dirs.merged)
-    }
-
-    /// Unmounts and removes a container and its changes.
-    pub fn container_rm(&self, name: &ImageName) -> Result<(), StoreError> {
-        self.require_write()?;
-        self.container(name)?;
-        let dirs = self.container_dirs(name);
-        unmount_if_mounted(&dirs.merged)?;
-        // Record first: a crash after it leaves an orphan directory for recovery.
+    /// The `container_remove` transaction: record first (a crash after it leaves an orphan
+    /// directory for recovery), then the directory goes into `trash`.
+    pub(crate) fn container_remove(&self, name: &ImageName, trash: &RootPath) -> Result<(), StoreError> {
+        crate::store::container(&self.index, name)?;
         let mut b = self.index.batch();
         self.index.delete(&mut b, Table::Containers, name.as_str().as_bytes());
         self.index.commit(b)?;
         let base = self.paths.container(name);
-        crate::files::remove_tree(&base)
+        let to = trash.resolve(self.paths.root()).join("container");
+        fs::rename(&base, &to).at(&to)
     }
 }

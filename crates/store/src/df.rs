@@ -111,7 +111,7 @@ impl Store {
                 set.add_tree(&d)?;
             }
         }
-        let stats = self.index.stats()?;
+        let stats = self.index().stats()?;
         Ok(DiskUsage {
             logical_bytes: layers.iter().map(|l| l.logical_bytes).sum(),
             physical_bytes: set.physical_bytes(),

@@ -40,6 +40,11 @@ pub enum StoreError {
     Diff { context: String, source: strata_differ::DiffError },
     #[error("{0}")]
     Invalid(String),
+    /// An error the store's owner (another process) reported, with its message.
+    #[error("{0}")]
+    Owner(String),
+    #[error("the store's owner stopped while running a transaction (it may or may not have been applied): {source}")]
+    OwnerLost { source: std::io::Error },
     #[error("store is inconsistent: {0}")]
     Corrupt(String),
 }

@@ -137,13 +137,13 @@ impl Store {
         full: bool,
         r: &mut FsckReport,
     ) -> Result<(), StoreError> {
-        let total = self.index.stats()?.loc_keys.max(1);
+        let total = self.index().stats()?.loc_keys.max(1);
         let every = if full { 1 } else { (total / LOC_SAMPLE).max(1) };
         let mut n = 0u64;
-        let mut resolver = crate::resolve::Resolver::new(&self.index, &self.paths);
+        let mut resolver = crate::resolve::Resolver::new(self.index(), &self.paths);
         let mut errors = Vec::new();
         let mut checked = 0;
-        self.index.for_each_loc(|key, locs| {
+        self.index().for_each_loc(|key, locs| {
             n += 1;
             for loc in locs {
                 let Some(layer) = nums.get(&loc.layer.0) else {

@@ -12,12 +12,15 @@ use std::time::Instant;
 use strata_oci::layout::{LayoutRef, OciDir};
 use strata_oci::media::{self, LayerCompression};
 use strata_oci::{Descriptor, ImageConfig};
-use strata_types::{ImageName, LayerId, Sha256Digest};
+use strata_types::{ImageName, LayerId};
 
-use crate::ingest::{Bytes, ingest_tar};
+use crate::ingest::ingest_tar;
+use crate::owner::Tx;
+use crate::pins::Pins;
+use crate::publish::{PublishImage, PublishTx};
 use crate::records::{ImageRecord, LayerOrigin};
 use crate::staging::Staging;
-use crate::{Progress, StagedLayer, Store, StoreError};
+use crate::{Progress, Store, StoreError};
 
 /// What an import or pull did (the `--json` figures).
 #[derive(Clone, Debug, serde::Serialize)]
@@ -72,50 +75,12 @@ pub(crate) fn parse_config(bytes: &[u8], layers: usize) -> Result<ImageConfig, S
 }
 
 impl Store {
-    /// Runs `ingest` for each layer that is not in the store yet, two at a time, each in its
-    /// own staging subdirectory. Returns the staged layers and byte figures.
-    pub(crate) fn ingest_layers<F>(
-        &self,
-        staging: &Staging,
-        diff_ids: &[Sha256Digest],
-        ingest: F,
-    ) -> Result<(Vec<StagedLayer>, Bytes, usize), StoreError>
-    where
-        F: Fn(usize, &Path) -> Result<(StagedLayer, Bytes), StoreError> + Sync,
-    {
-        let mut todo = Vec::new();
-        let mut present = 0;
-        for (i, d) in diff_ids.iter().enumerate() {
-            if self.layer(&LayerId(*d))?.is_some() || diff_ids[..i].contains(d) {
-                present += 1;
-            } else {
-                todo.push(i);
-            }
-        }
-        let results = crate::parallel::map_threads(&todo, 2, |&i| {
-            let dir = staging.path().join(format!("layer-{i}"));
-            let (staged, bytes) = ingest(i, &dir)?;
-            if staged.id.0 != diff_ids[i] {
-                return Err(StoreError::DiffIdMismatch { layer: i, expected: diff_ids[i], found: staged.id.0 });
-            }
-            Ok((staged, bytes))
-        })?;
-        let mut staged = Vec::new();
-        let mut total = Bytes::default();
-        for (s, b) in results {
-            total.add(&b);
-            staged.push(s);
-        }
-        Ok((staged, total, present))
-    }
-
     pub fn import_oci(
         &self,
         source: &str,
         name: Option<ImageName>,
         progress: &dyn Progress,
     ) -> Result<IngestReport, StoreError> {
-        self.require_write()?;
         let start = Instant::now();
         let r = LayoutRef::parse(source)?;
         let dir = OciDir::open(&r.path)?;
@@ -135,7 +100,8 @@ impl Store {
         let total: u64 = manifest.layers.iter().map(|l| l.size).sum();
         progress.start("importing", Some(total));
         let staging = Staging::new(&self.paths, "import")?;
-        let (staged, bytes, present) = self.ingest_layers(&staging, &diff_ids, |i, layer_dir| {
+        let pins = Pins::new(&self.paths, "import")?;
+        let got = self.acquire_layers(&staging, &pins, &diff_ids, progress, |i, layer_dir| {
             let d: &Descriptor = &manifest.layers[i];
             let bad = |message: String| StoreError::BadLayer {
                 source_name: source.to_owned(),
@@ -145,7 +111,7 @@ impl Store {
             };
             let blob = dir.open_blob(d)?;
             let (result, verified) = ingest_decompressed(d, blob, &fetched, progress, |tar| {
-                ingest_tar(&self.index, &self.paths, layer_dir, tar, LayerOrigin::Import, None)
+                ingest_tar(self.index(), &self.paths, layer_dir, tar, LayerOrigin::Import, None)
             })?;
             // A corrupt blob is the better error than whatever applying it said.
             verified.map_err(|e| bad(e.to_string()))?;
@@ -159,8 +125,13 @@ impl Store {
             source.to_owned(),
         );
         debug_assert_eq!(record.config_digest, manifest.config.digest);
-        let layers = self.publish(staged, Some(&record))?;
-        let _ = layers;
+        let image = PublishImage { record: record.clone(), replace: false };
+        if let Err(e) = self.tx(Tx::Publish(PublishTx { layers: Vec::new(), image: Some(image), trash: None })) {
+            self.discard(&pins, &got.added);
+            return Err(e);
+        }
+        let bytes = got.bytes;
+        let present = got.present;
         Ok(IngestReport {
             image: name,
             layers: record.layers.clone(),

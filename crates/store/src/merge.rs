@@ -170,7 +170,6 @@ impl Store {
         inputs: &[ImageName],
         fail_on_conflict: bool,
     ) -> Result<MergeReport, StoreError> {
-        self.require_write()?;
         let start = Instant::now();
         if inputs.is_empty() {
             return Err(StoreError::Invalid("merge needs at least one image".into()));
@@ -191,7 +190,12 @@ impl Store {
         if created {
             let record =
                 ImageRecord::new(name.clone(), stack.clone(), config, format!("merge of {}", names.join(", ")));
-            self.publish(Vec::new(), Some(&record))?;
+            let image = crate::publish::PublishImage { record: record.clone(), replace: false };
+            self.tx(crate::owner::Tx::Publish(crate::publish::PublishTx {
+                layers: Vec::new(),
+                image: Some(image),
+                trash: None,
+            }))?;
         }
         Ok(MergeReport {
             image: name.clone(),

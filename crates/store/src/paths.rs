@@ -8,9 +8,13 @@
 //!   layers/<diffid-hex>/     one directory per layer, complete before it is renamed here
 //!     diff/                  the layer's tree, usable as an overlay lowerdir
 //!     tar-split.json.zst     how to rebuild the layer's exact tar stream from diff/
-//!     index-keys             the index keys this layer added (for exact removal)
-//!   containers/<name>/{upper,work,merged}
+//!     records.bin            its file records (what the index holds for it)
+//!     locs.bin               the index locations it added (for exact removal)
+//!   containers/<hex(name)>/{upper,work,merged}
 //!   staging/<op-id>/         work in progress; <op-id>.lock is held while it runs
+//!   pins/<op-id>.pin         layers a live operation is about to use (flock held)
+//!   claims/<diffid-hex>      flock held by the operation fetching that layer
+//!   owner.sock               the owner's socket (transactions of the other processes)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -59,11 +63,22 @@ impl StorePaths {
     pub fn staging(&self) -> PathBuf {
         self.root.join("staging")
     }
+    pub fn pins(&self) -> PathBuf {
+        self.root.join("pins")
+    }
+    pub fn claims(&self) -> PathBuf {
+        self.root.join("claims")
+    }
 }
 
 /// File and directory names inside a layer directory.
 pub const LAYER_DIFF: &str = "diff";
 pub const LAYER_TAR_SPLIT: &str = "tar-split.json.zst";
+/// The layer's file records, as the index holds them (one per tar entry, in stream order).
+pub const LAYER_RECORDS: &str = "records.bin";
+/// The index locations the layer added (for its publication and exact removal).
+pub const LAYER_LOCS: &str = "locs.bin";
+/// The index keys a layer added, in stores made by earlier versions (`locs.bin` now).
 pub const LAYER_INDEX_KEYS: &str = "index-keys";
 
 fn hex_name(s: &str) -> String {

@@ -148,6 +148,7 @@ impl Store {
     ) -> Result<PushReport, StoreError> {
         let start = Instant::now();
         let img = self.image(image)?;
+        let _pinned = self.pin_images(&[image])?;
         let r = Reference::parse(reference).map_err(registry_err)?;
         if r.digest().is_some() {
             return Err(StoreError::Invalid(format!(

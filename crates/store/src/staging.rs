@@ -40,6 +40,12 @@ impl Staging {
     pub fn path(&self) -> &Path {
         &self.dir
     }
+
+    /// The directory as transactions name it (relative to the store root).
+    pub(crate) fn root_path(&self) -> Result<crate::owner::RootPath, StoreError> {
+        let root = self.dir.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+        crate::owner::RootPath::of(root, &self.dir)
+    }
 }
 
 impl Drop for Staging {

@@ -1,28 +1,31 @@
-//! Opening a store: directories, the lock, the index, crash recovery.
+//! Opening a store: its owner, or a connection to it, and a view of the index.
+//!
+//! Every [`Store`] is either the store's owner (it holds the lock, has the index open
+//! read-write, runs crash recovery when it becomes the owner, and serves other processes'
+//! transactions while it lives) or a worker of whichever process owns the store (it reads
+//! through a RocksDB secondary instance and sends its transactions over the owner's socket).
+//! A worker whose owner goes away becomes the owner itself, or the worker of the next one.
+//! See `docs/locking.md`.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use strata_index::{Index, LayerNum, OpenMode, Table};
 use strata_types::{ImageName, LayerId};
 
-use crate::lock::{LockKind, StoreLock, Wait};
+use crate::lock::Wait;
+use crate::owner::{CallError, Connection, Owner, Server, Tx, TxOk};
 use crate::paths::StorePaths;
 use crate::records::{ContainerRecord, ImageRecord, LayerRecord};
+use crate::staging::Staging;
 use crate::{StoreError, recover};
-
-/// Whether a command reads or changes the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// Shared lock, read-only index: any number at once, while no writer runs.
-    Read,
-    /// Exclusive lock, writable index, crash recovery on open.
-    Write,
-}
 
 /// How to open a store.
 #[derive(Clone, Copy, Debug)]
 pub struct OpenOptions {
+    /// Whether to wait when the store's owner is starting or stopping and cannot answer
+    /// yet (a moment), or fail at once.
     pub wait: Wait,
 }
 
@@ -32,20 +35,262 @@ impl Default for OpenOptions {
     }
 }
 
-/// An open store, holding its lock until dropped.
-#[derive(Debug)]
-pub struct Store {
-    pub(crate) paths: StorePaths,
-    pub(crate) index: Index,
-    access: Access,
-    /// What recovery cleaned up when this handle was opened.
-    pub(crate) recovered: recover::Recovered,
-    // Declared last: dropped after the index is closed.
-    _lock: StoreLock,
-}
-
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The owner role, with its socket server; dropped in this order (server first).
+struct Owned {
+    _server: Server,
+    owner: Arc<Owner>,
+}
+
+/// Who runs this handle's transactions.
+enum Role {
+    Owner(Owned),
+    Worker(Connection),
+}
+
+/// Where this handle reads the index.
+enum View {
+    /// The owner's own read-write index.
+    Owner(Arc<Owner>),
+    /// A secondary instance (its log files live in a staging directory).
+    Secondary { index: Index, _dir: Staging },
+}
+
+/// An open store.
+pub struct Store {
+    pub(crate) paths: StorePaths,
+    view: View,
+    role: Mutex<Role>,
+    wait: Wait,
+    /// What crash recovery removed when this handle became the owner (if it did).
+    pub(crate) recovered: recover::Recovered,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let role = match &*self.role.lock().unwrap_or_else(|p| p.into_inner()) {
+            Role::Owner(_) => "owner",
+            Role::Worker(_) => "worker",
+        };
+        f.debug_struct("Store").field("root", &self.paths.root()).field("role", &role).finish()
+    }
+}
+
+/// The owner, or a connection to it: retried while the lock is held by a process whose
+/// socket does not answer yet (it is starting) or any more (it is stopping).
+fn owner_or_connection(paths: &StorePaths, wait: Wait) -> Result<Role, StoreError> {
+    let start = Instant::now();
+    let mut said = false;
+    loop {
+        if let Ok(c) = Connection::connect(paths.root()) {
+            return Ok(Role::Worker(c));
+        }
+        if let Some(owner) = Owner::try_acquire(paths)? {
+            let owner = Arc::new(owner);
+            let server = Server::start(Arc::clone(&owner))?;
+            return Ok(Role::Owner(Owned { _server: server, owner }));
+        }
+        if wait == Wait::NoWait && start.elapsed() > Duration::from_millis(500) {
+            return Err(StoreError::Locked {
+                root: paths.root().display().to_string(),
+                holder: crate::lock::holder(&paths.lock_owner()),
+            });
+        }
+        if !said && start.elapsed() > Duration::from_secs(2) {
+            eprintln!(
+                "strata: waiting for the owner of {} to answer ({})",
+                paths.root().display(),
+                crate::lock::holder(&paths.lock_owner())
+            );
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Store {
+    /// Opens the store at `root`, creating it when it does not exist: becomes its owner, or
+    /// a worker of the process that owns it.
+    pub fn open(root: &Path, opts: OpenOptions) -> Result<Store, StoreError> {
+        let paths = StorePaths::new(root);
+        if !root.exists() {
+            // A root strata creates is private; one the operator made keeps its mode (the
+            // directories inside are private either way).
+            crate::files::private_dir(root)?;
+        }
+        let role = owner_or_connection(&paths, opts.wait)?;
+        let (view, recovered) = match &role {
+            Role::Owner(o) => (View::Owner(Arc::clone(&o.owner)), o.owner.recovered),
+            Role::Worker(_) => {
+                let dir = Staging::new(&paths, "view")?;
+                let index = Index::open(&paths.index(), OpenMode::Secondary { dir: dir.path().to_path_buf() })?;
+                (View::Secondary { index, _dir: dir }, recover::Recovered::default())
+            }
+        };
+        Ok(Store { paths, view, role: Mutex::new(role), wait: opts.wait, recovered })
+    }
+
+    pub fn root(&self) -> &Path {
+        self.paths.root()
+    }
+
+    pub fn paths(&self) -> &StorePaths {
+        &self.paths
+    }
+
+    /// The index as this handle sees it (call [`Store::refresh`] to see other processes'
+    /// latest writes).
+    pub fn index(&self) -> &Index {
+        match &self.view {
+            View::Owner(o) => &o.index,
+            View::Secondary { index, .. } => index,
+        }
+    }
+
+    /// Catches up with every transaction committed so far (a no-op for the owner).
+    pub fn refresh(&self) -> Result<(), StoreError> {
+        Ok(self.index().catch_up()?)
+    }
+
+    /// True when this handle is the store's owner.
+    pub fn is_owner(&self) -> bool {
+        matches!(&*self.role.lock().unwrap_or_else(|p| p.into_inner()), Role::Owner(_))
+    }
+
+    /// What crash recovery removed when this handle became the owner.
+    pub fn recovered(&self) -> recover::Recovered {
+        self.recovered
+    }
+
+    /// Runs a transaction in the owner (this process, or the one serving the socket). A
+    /// request that did not reach an owner (it was stopping) goes to the next one; this
+    /// process becomes the owner if nobody else is. Afterwards this handle's view includes
+    /// the transaction.
+    pub(crate) fn tx(&self, tx: Tx) -> Result<TxOk, StoreError> {
+        let mut role = self.role.lock().unwrap_or_else(|p| p.into_inner());
+        let result = loop {
+            match &mut *role {
+                Role::Owner(o) => break o.owner.apply(tx),
+                Role::Worker(c) => match c.call(&tx) {
+                    Ok(r) => break r,
+                    Err(CallError::NotDelivered) => {
+                        // Wait for the stopping owner's lock, then take it or find the next.
+                        std::thread::sleep(Duration::from_millis(5));
+                        *role = owner_or_connection(&self.paths, self.wait)?;
+                    }
+                    Err(CallError::Lost(e)) => {
+                        // Reconnect for the next transaction; this one's fate is unknown.
+                        if let Ok(next) = owner_or_connection(&self.paths, self.wait) {
+                            *role = next;
+                        }
+                        return Err(StoreError::OwnerLost { source: e });
+                    }
+                },
+            }
+        };
+        drop(role);
+        if result.is_ok() {
+            self.refresh()?;
+        }
+        result
+    }
+
+    // ---- records ----
+
+    fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what} record: {e}")))
+    }
+
+    pub fn image(&self, name: &ImageName) -> Result<ImageRecord, StoreError> {
+        image(self.index(), name)
+    }
+
+    pub fn has_image(&self, name: &ImageName) -> Result<bool, StoreError> {
+        Ok(self.index().get(Table::Images, name.as_str().as_bytes())?.is_some())
+    }
+
+    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        images(self.index())
+    }
+
+    pub fn layer(&self, id: &LayerId) -> Result<Option<LayerRecord>, StoreError> {
+        layer(self.index(), id)
+    }
+
+    pub fn layer_required(&self, id: &LayerId) -> Result<LayerRecord, StoreError> {
+        self.layer(id)?.ok_or(StoreError::MissingLayer(*id))
+    }
+
+    pub fn layers(&self) -> Result<Vec<LayerRecord>, StoreError> {
+        layers(self.index())
+    }
+
+    pub fn layer_id_of(&self, num: LayerNum) -> Result<Option<LayerId>, StoreError> {
+        match self.index().get(Table::LayerNums, &num.0.to_be_bytes())? {
+            Some(b) => {
+                let d = strata_types::Sha256Digest::from_slice(&b)
+                    .ok_or_else(|| StoreError::Corrupt(format!("layer number {num} maps to {} bytes", b.len())))?;
+                Ok(Some(LayerId(d)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn container(&self, name: &ImageName) -> Result<ContainerRecord, StoreError> {
+        container(self.index(), name)
+    }
+
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+        containers(self.index())
+    }
+}
+
+// Record reads, shared by handles (through their view) and the owner (its own index).
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    Store::decode(what, bytes)
+}
+
+pub(crate) fn image(index: &Index, name: &ImageName) -> Result<ImageRecord, StoreError> {
+    match index.get(Table::Images, name.as_str().as_bytes())? {
+        Some(b) => decode("image", &b),
+        None => Err(StoreError::NoSuchImage(name.clone())),
+    }
+}
+
+pub(crate) fn images(index: &Index) -> Result<Vec<ImageRecord>, StoreError> {
+    index.scan(Table::Images)?.iter().map(|(_, v)| decode("image", v)).collect()
+}
+
+pub(crate) fn layer(index: &Index, id: &LayerId) -> Result<Option<LayerRecord>, StoreError> {
+    match index.get(Table::Layers, id.0.as_bytes())? {
+        Some(b) => decode("layer", &b).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn layers(index: &Index) -> Result<Vec<LayerRecord>, StoreError> {
+    index.scan(Table::Layers)?.iter().map(|(_, v)| decode("layer", v)).collect()
+}
+
+pub(crate) fn container(index: &Index, name: &ImageName) -> Result<ContainerRecord, StoreError> {
+    match index.get(Table::Containers, name.as_str().as_bytes())? {
+        Some(b) => decode("container", &b),
+        None => Err(StoreError::NoSuchContainer(name.clone())),
+    }
+}
+
+pub(crate) fn containers(index: &Index) -> Result<Vec<ContainerRecord>, StoreError> {
+    index.scan(Table::Containers)?.iter().map(|(_, v)| decode("container", v)).collect()
+}
+
+impl Owner {
+    pub(crate) fn layer(&self, id: &LayerId) -> Result<Option<LayerRecord>, StoreError> {
+        layer(&self.index, id)
+    }
 }
 
 // Here rather than in `records.rs`, which stays pure (the fuzz targets compile it alone).
@@ -59,118 +304,5 @@ impl crate::records::ImageRecord {
     ) -> Self {
         let config_digest = strata_types::Sha256Digest::of(config.as_bytes());
         Self { name, layers, config, config_digest, created: now_secs(), source }
-    }
-}
-
-impl Store {
-    /// Opens the store at `root`, creating it when it does not exist.
-    pub fn open(root: &Path, access: Access, opts: OpenOptions) -> Result<Store, StoreError> {
-        let paths = StorePaths::new(root);
-        if !root.exists() {
-            // A root strata creates is private; one the operator made keeps its mode (the
-            // directories inside are private either way).
-            crate::files::private_dir(root)?;
-        }
-        let fresh = !paths.index().join("CURRENT").exists();
-        let kind = if access == Access::Write || fresh { LockKind::Exclusive } else { LockKind::Shared };
-        let lock = StoreLock::acquire(&paths.lock(), &paths.lock_owner(), kind, opts.wait)?;
-        if kind == LockKind::Exclusive {
-            for d in [paths.layers(), paths.containers(), paths.staging(), paths.index()] {
-                crate::files::private_dir(&d)?;
-            }
-        }
-        let mode = if kind == LockKind::Exclusive { OpenMode::ReadWrite } else { OpenMode::ReadOnly };
-        let index = Index::open(&paths.index(), mode)?;
-        let mut store = Store { paths, index, access, recovered: recover::Recovered::default(), _lock: lock };
-        if kind == LockKind::Exclusive {
-            store.recovered = recover::recover(&store)?;
-        }
-        Ok(store)
-    }
-
-    pub fn root(&self) -> &Path {
-        self.paths.root()
-    }
-
-    pub fn paths(&self) -> &StorePaths {
-        &self.paths
-    }
-
-    pub fn index(&self) -> &Index {
-        &self.index
-    }
-
-    pub fn access(&self) -> Access {
-        self.access
-    }
-
-    /// What crash recovery removed when the store was opened for writing.
-    pub fn recovered(&self) -> recover::Recovered {
-        self.recovered
-    }
-
-    pub(crate) fn require_write(&self) -> Result<(), StoreError> {
-        if self.access != Access::Write {
-            return Err(StoreError::Invalid("internal: a read-only store handle was asked to change the store".into()));
-        }
-        Ok(())
-    }
-
-    // ---- records ----
-
-    fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
-        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what} record: {e}")))
-    }
-
-    pub fn image(&self, name: &ImageName) -> Result<ImageRecord, StoreError> {
-        match self.index.get(Table::Images, name.as_str().as_bytes())? {
-            Some(b) => Self::decode("image", &b),
-            None => Err(StoreError::NoSuchImage(name.clone())),
-        }
-    }
-
-    pub fn has_image(&self, name: &ImageName) -> Result<bool, StoreError> {
-        Ok(self.index.get(Table::Images, name.as_str().as_bytes())?.is_some())
-    }
-
-    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
-        self.index.scan(Table::Images)?.iter().map(|(_, v)| Self::decode("image", v)).collect()
-    }
-
-    pub fn layer(&self, id: &LayerId) -> Result<Option<LayerRecord>, StoreError> {
-        match self.index.get(Table::Layers, id.0.as_bytes())? {
-            Some(b) => Self::decode("layer", &b).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    pub fn layer_required(&self, id: &LayerId) -> Result<LayerRecord, StoreError> {
-        self.layer(id)?.ok_or(StoreError::MissingLayer(*id))
-    }
-
-    pub fn layers(&self) -> Result<Vec<LayerRecord>, StoreError> {
-        self.index.scan(Table::Layers)?.iter().map(|(_, v)| Self::decode("layer", v)).collect()
-    }
-
-    pub fn layer_id_of(&self, num: LayerNum) -> Result<Option<LayerId>, StoreError> {
-        match self.index.get(Table::LayerNums, &num.0.to_be_bytes())? {
-            Some(b) => {
-                let d = strata_types::Sha256Digest::from_slice(&b)
-                    .ok_or_else(|| StoreError::Corrupt(format!("layer number {num} maps to {} bytes", b.len())))?;
-                Ok(Some(LayerId(d)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    pub fn container(&self, name: &ImageName) -> Result<ContainerRecord, StoreError> {
-        match self.index.get(Table::Containers, name.as_str().as_bytes())? {
-            Some(b) => Self::decode("container", &b),
-            None => Err(StoreError::NoSuchContainer(name.clone())),
-        }
-    }
-
-    pub fn containers(&self) -> Result<Vec<ContainerRecord>, StoreError> {
-        self.index.scan(Table::Containers)?.iter().map(|(_, v)| Self::decode("container", v)).collect()
     }
 }

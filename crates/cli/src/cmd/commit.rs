@@ -1,13 +1,11 @@
 //! `strata commit CONTAINER NAME`.
 
-use strata_store::Access;
-
 use super::{Ctx, name};
 use crate::output::{human_bytes, print_json};
 
 pub fn run(ctx: &Ctx, container: &str, image: &str) -> anyhow::Result<()> {
     let (container, image) = (name(container)?, name(image)?);
-    let store = ctx.open(Access::Write)?;
+    let store = ctx.open()?;
     let r = store.commit(&container, &image)?;
     if ctx.json {
         return print_json(&r);

@@ -1,7 +1,6 @@
 //! `strata container create|mount|umount|rm|list`.
 
 use serde_json::json;
-use strata_store::Access;
 
 use super::{Ctx, name};
 use crate::args::ContainerCommand;
@@ -11,7 +10,7 @@ pub fn run(ctx: &Ctx, c: ContainerCommand) -> anyhow::Result<()> {
     match c {
         ContainerCommand::Create { image, name: n } => {
             let (image, n) = (name(&image)?, name(&n)?);
-            let store = ctx.open(Access::Write)?;
+            let store = ctx.open()?;
             let rec = store.container_create(&image, &n)?;
             if ctx.json {
                 return print_json(&json!({ "container": rec.name, "image": rec.image, "layers": rec.layers }));
@@ -20,7 +19,7 @@ pub fn run(ctx: &Ctx, c: ContainerCommand) -> anyhow::Result<()> {
         }
         ContainerCommand::Mount { name: n } => {
             let n = name(&n)?;
-            let store = ctx.open(Access::Write)?;
+            let store = ctx.open()?;
             let merged = store.container_mount(&n)?;
             if ctx.json {
                 return print_json(&json!({ "container": n, "merged": merged }));
@@ -29,20 +28,20 @@ pub fn run(ctx: &Ctx, c: ContainerCommand) -> anyhow::Result<()> {
         }
         ContainerCommand::Umount { name: n } => {
             let n = name(&n)?;
-            ctx.open(Access::Write)?.container_umount(&n)?;
+            ctx.open()?.container_umount(&n)?;
             if ctx.json {
                 return print_json(&json!({ "container": n }));
             }
         }
         ContainerCommand::Rm { name: n } => {
             let n = name(&n)?;
-            ctx.open(Access::Write)?.container_rm(&n)?;
+            ctx.open()?.container_rm(&n)?;
             if ctx.json {
                 return print_json(&json!({ "container": n }));
             }
         }
         ContainerCommand::List => {
-            let store = ctx.open(Access::Read)?;
+            let store = ctx.open()?;
             let cs = store.containers()?;
             if ctx.json {
                 let list: Vec<_> = cs

@@ -1,12 +1,10 @@
 //! `strata df`.
 
-use strata_store::Access;
-
 use super::Ctx;
 use crate::output::{human_bytes, print_json};
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
-    let store = ctx.open(Access::Read)?;
+    let store = ctx.open()?;
     let u = store.df()?;
     if ctx.json {
         return print_json(&u);

@@ -1,6 +1,6 @@
 //! `strata export IMAGE oci:PATH[:TAG] --format F`.
 
-use strata_store::{Access, LayerFormat};
+use strata_store::LayerFormat;
 
 use super::{Ctx, name};
 use crate::args::Format;
@@ -17,7 +17,7 @@ pub fn layer_format(f: Format) -> LayerFormat {
 
 pub fn run(ctx: &Ctx, image: &str, dest: &str, format: Format) -> anyhow::Result<()> {
     let image = name(image)?;
-    let store = ctx.open(Access::Read)?;
+    let store = ctx.open()?;
     let r = store.export(&image, dest, layer_format(format))?;
     if ctx.json {
         return print_json(&r);

@@ -1,13 +1,11 @@
 //! `strata fsck [--full]`: exit status 1 when the store is not consistent.
 
-use strata_store::Access;
-
 use super::Ctx;
 use crate::output::print_json;
 
 pub fn run(ctx: &Ctx, full: bool) -> anyhow::Result<()> {
     // Opened for writing so that crash recovery runs first: fsck checks the recovered store.
-    let store = ctx.open(Access::Write)?;
+    let store = ctx.open()?;
     let r = store.fsck(full)?;
     if ctx.json {
         print_json(&r)?;

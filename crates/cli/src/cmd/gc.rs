@@ -1,12 +1,10 @@
 //! `strata gc [--dry-run]`.
 
-use strata_store::Access;
-
 use super::Ctx;
 use crate::output::{human_bytes, print_json};
 
 pub fn run(ctx: &Ctx, dry_run: bool) -> anyhow::Result<()> {
-    let store = ctx.open(Access::Write)?;
+    let store = ctx.open()?;
     let r = store.gc(dry_run)?;
     if ctx.json {
         return print_json(&r);

@@ -1,13 +1,12 @@
 //! `strata images`, `strata layers`, `strata rmi`.
 
 use serde_json::json;
-use strata_store::Access;
 
 use super::{Ctx, name};
 use crate::output::{human_bytes, print_json, print_table};
 
 pub fn images(ctx: &Ctx) -> anyhow::Result<()> {
-    let store = ctx.open(Access::Read)?;
+    let store = ctx.open()?;
     let images = store.images()?;
     if ctx.json {
         let list: Vec<_> = images
@@ -32,7 +31,7 @@ pub fn images(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 pub fn layers(ctx: &Ctx) -> anyhow::Result<()> {
-    let store = ctx.open(Access::Read)?;
+    let store = ctx.open()?;
     let layers = store.layers()?;
     if ctx.json {
         return print_json(&json!({ "layers": layers }));
@@ -54,7 +53,7 @@ pub fn layers(ctx: &Ctx) -> anyhow::Result<()> {
 
 pub fn rmi(ctx: &Ctx, image: &str) -> anyhow::Result<()> {
     let image = name(image)?;
-    let store = ctx.open(Access::Write)?;
+    let store = ctx.open()?;
     let removed = store.rmi(&image)?;
     if ctx.json {
         return print_json(&json!({ "image": image, "layers_removed": removed }));

@@ -1,13 +1,11 @@
 //! `strata import oci:PATH[:TAG]`.
 
-use strata_store::Access;
-
 use super::{Ctx, name};
 use crate::output::{Bar, human_bytes, print_json};
 
 pub fn run(ctx: &Ctx, source: &str, image: Option<String>) -> anyhow::Result<()> {
     let image = image.map(|n| name(&n)).transpose()?;
-    let store = ctx.open(Access::Write)?;
+    let store = ctx.open()?;
     let bar = Bar::new(ctx.json);
     let r = store.import_oci(source, image, &bar)?;
     if ctx.json {

@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use strata_store::Access;
 
 use super::diff::{Output, write_changeset};
 use super::{Ctx, name};
@@ -17,8 +16,9 @@ use crate::output::{human_bytes, print_json};
 pub fn store_diff(ctx: &Ctx, a: &str, b: &str, out_path: &Path, format: Format) -> anyhow::Result<()> {
     let start = Instant::now();
     let (a, b) = (name(a)?, name(b)?);
-    // The read lock is held until the layer is written: its files come from the layers.
-    let store = ctx.open(Access::Read)?;
+    // The layers stay pinned until the layer is written: its files come from them.
+    let store = ctx.open()?;
+    let _pinned = store.pin_images(&[&a, &b])?;
     let cs = store.diff_images(&a, &b).with_context(|| format!("diffing image {a} against {b}"))?;
     let out = Output::create(out_path)?;
     let (stats, bytes) = match write_changeset(&cs, format, &out) {
@@ -28,6 +28,7 @@ pub fn store_diff(ctx: &Ctx, a: &str, b: &str, out_path: &Path, format: Format) 
             return Err(e.context(format!("writing {}", out_path.display())));
         }
     };
+    drop(_pinned);
     drop(store);
     if ctx.json {
         return print_json(&json!({
@@ -48,7 +49,7 @@ pub fn store_diff(ctx: &Ctx, a: &str, b: &str, out_path: &Path, format: Format) 
 pub fn merge(ctx: &Ctx, target: &str, images: &[String], fail_on_conflict: bool) -> anyhow::Result<()> {
     let target = name(target)?;
     let inputs = images.iter().map(|s| name(s)).collect::<anyhow::Result<Vec<_>>>()?;
-    let store = ctx.open(Access::Write)?;
+    let store = ctx.open()?;
     let r = store.merge(&target, &inputs, fail_on_conflict)?;
     if ctx.json {
         print_json(&r)?;
@@ -87,7 +88,7 @@ pub fn merge(ctx: &Ctx, target: &str, images: &[String], fail_on_conflict: bool)
 
 pub fn squash(ctx: &Ctx, image: &str, target: &str) -> anyhow::Result<()> {
     let (image, target) = (name(image)?, name(target)?);
-    let store = ctx.open(Access::Write)?;
+    let store = ctx.open()?;
     let r = store.squash(&image, &target)?;
     if ctx.json {
         return print_json(&r);

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use strata_store::{Access, OpenOptions, Store, Wait};
+use strata_store::{OpenOptions, Store, Wait};
 use strata_types::ImageName;
 
 use crate::args::{Args, Command};
@@ -30,8 +30,8 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn open(&self, access: Access) -> anyhow::Result<Store> {
-        Store::open(&self.root, access, OpenOptions { wait: self.wait })
+    pub fn open(&self) -> anyhow::Result<Store> {
+        Store::open(&self.root, OpenOptions { wait: self.wait })
             .with_context(|| format!("opening store {}", self.root.display()))
     }
 }

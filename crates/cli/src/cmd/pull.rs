@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use strata_store::Access;
 use strata_store::pull::PullOptions;
 
 use super::{Ctx, name};
@@ -16,7 +15,7 @@ pub fn run(
     authfile: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let image = image.map(|n| name(&n)).transpose()?;
-    let store = ctx.open(Access::Write)?;
+    let store = ctx.open()?;
     let bar = Bar::new(ctx.json);
     let opts = PullOptions { plain_http, auth_file: authfile, ..PullOptions::default() };
     let r = store.pull(reference, image, &opts, &bar)?;

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use strata_store::Access;
 use strata_store::push::{LayerOutcome, PushOptions};
 
 use super::export::layer_format;
@@ -19,7 +18,7 @@ pub fn run(
     authfile: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let image = name(image)?;
-    let store = ctx.open(Access::Read)?;
+    let store = ctx.open()?;
     let bar = Bar::new(ctx.json);
     let opts = PushOptions { format: layer_format(format), plain_http, auth_file: authfile, ..PushOptions::default() };
     let r = store.push(&image, reference, &opts, &bar)?;

@@ -35,9 +35,9 @@ impl Store {
     /// extra layers squashed (`method` [`DiffMethod::Squash`]); otherwise the difference of
     /// the two views ([`DiffMethod::Metadata`]).
     ///
-    /// Regular files' `source` paths point into the store's layer directories: write the
-    /// changeset (e.g. with [`strata_differ::write_layer`]) while this handle is open, so that
-    /// no writer can remove those layers meanwhile.
+    /// Regular files' sources are in the store's layer directories: pin the two images
+    /// ([`Store::pin_images`]) until the changeset is written (e.g. with
+    /// [`strata_differ::write_layer`]), so that no gc or rmi removes those layers meanwhile.
     pub fn diff_images(&self, a: &ImageName, b: &ImageName) -> Result<Changeset, StoreError> {
         let (ia, ib) = (self.image(a)?, self.image(b)?);
         let prefix = ib.layers.starts_with(&ia.layers);
@@ -72,19 +72,19 @@ impl Store {
     /// otherwise, history replaced by one entry). File data is cloned from the layers it
     /// comes from where the filesystem has reflinks, since the index knows all of it.
     pub fn squash(&self, image: &ImageName, name: &ImageName) -> Result<SquashReport, StoreError> {
-        self.require_write()?;
         let start = Instant::now();
         if self.has_image(name)? {
             return Err(StoreError::ImageExists(name.clone()));
         }
         let img = self.image(image)?;
+        let _pinned = self.pin_images(&[image])?;
         let mut cache = LayerCache::default();
         let view = View::build(cache.stack(self, &img.layers)?);
         let cs = Changeset::from_changes(DiffMethod::Squash, changes::full(&view)?);
         let staging = Staging::new(&self.paths, "squash")?;
         let layer_dir = staging.path().join("layer");
         let (staged, bytes, stats) = ingest_changeset(
-            &self.index,
+            self.index(),
             &self.paths,
             &layer_dir,
             &cs,
@@ -106,7 +106,13 @@ impl Store {
         }];
         let config = serde_json::to_string(&cfg).expect("config serializes");
         let record = ImageRecord::new(name.clone(), vec![layer], config, format!("squash of {image}"));
-        self.publish(vec![staged], Some(&record))?;
+        let layer_tx = staged.seal(&self.paths)?;
+        let image = crate::publish::PublishImage { record: record.clone(), replace: false };
+        self.tx(crate::owner::Tx::Publish(crate::publish::PublishTx {
+            layers: vec![layer_tx],
+            image: Some(image),
+            trash: None,
+        }))?;
         Ok(SquashReport {
             image: name.clone(),
             layer,

@@ -23,7 +23,9 @@ use strata_zstd_chunked::{LayerPlan, Limits, ReadError};
 
 use crate::import::{CountingReader, IngestReport, decompress, parse_config};
 use crate::ingest::{Bytes, ingest_tar};
-use crate::publish::{NewLoc, StagedLayer};
+use crate::owner::Tx;
+use crate::pins::Pins;
+use crate::publish::{NewLoc, PublishImage, PublishTx, StagedLayer};
 use crate::records::{ImageRecord, LayerOrigin};
 use crate::staging::Staging;
 use crate::{Progress, Store, StoreError};
@@ -68,7 +70,6 @@ impl Store {
         opts: &PullOptions,
         progress: &dyn Progress,
     ) -> Result<IngestReport, StoreError> {
-        self.require_write()?;
         let start = Instant::now();
         let r = Reference::parse(reference).map_err(registry_err)?;
         let copts = ClientOptions {
@@ -98,7 +99,8 @@ impl Store {
         progress.start("pulling", Some(total));
         let partial_any = std::sync::atomic::AtomicBool::new(false);
         let staging = Staging::new(&self.paths, "pull")?;
-        let (staged, bytes, present) = self.ingest_layers(&staging, &diff_ids, |i, dir| {
+        let pins = Pins::new(&self.paths, "pull")?;
+        let got = self.acquire_layers(&staging, &pins, &diff_ids, progress, |i, dir| {
             let d = &manifest.layers[i];
             let bad = |message: String| StoreError::BadLayer {
                 source_name: reference.to_owned(),
@@ -124,13 +126,14 @@ impl Store {
         );
         debug_assert_eq!(record.config_digest, manifest.config.digest);
         // Pulling a name again moves it to the new image; layers only the old one used go.
-        let old = if self.has_image(&name)? { Some(self.image(&name)?) } else { None };
-        self.publish(staged, Some(&record))?;
-        if let Some(old) = old {
-            let live = self.referenced_layers()?;
-            let dead: Vec<LayerId> = old.layers.iter().filter(|l| !live.contains(l)).copied().collect();
-            self.remove_layers(&dead, |_| {})?;
+        let trash = Staging::new(&self.paths, "pull-replaced")?;
+        let image = PublishImage { record: record.clone(), replace: true };
+        let tx = PublishTx { layers: Vec::new(), image: Some(image), trash: Some(trash.root_path()?) };
+        if let Err(e) = self.tx(Tx::Publish(tx)) {
+            self.discard(&pins, &got.added);
+            return Err(e);
         }
+        let (bytes, present) = (got.bytes, got.present);
         Ok(IngestReport {
             image: name,
             layers: record.layers,
@@ -166,7 +169,7 @@ impl Store {
         let result = {
             let counted = CountingReader { inner: &mut blob, counter: &fetched, progress };
             let tar = decompress(&d.media_type, counted)?;
-            ingest_tar(&self.index, &self.paths, dir, tar, LayerOrigin::Pull, None)
+            ingest_tar(self.index(), &self.paths, dir, tar, LayerOrigin::Pull, None)
         };
         blob.finish().map_err(registry_err)?;
         let (staged, bytes) = result?;
@@ -182,7 +185,7 @@ impl Store {
         plan: &LayerPlan,
         progress: &dyn Progress,
     ) -> Result<LayerPull, StoreError> {
-        let sources = partial::plan_sources(&self.index, &self.paths, plan).map_err(StoreError::Invalid)?;
+        let sources = partial::plan_sources(self.index(), &self.paths, plan).map_err(StoreError::Invalid)?;
         let remote: u64 = sources.remote.iter().map(|r| r.end - r.start).sum();
         progress.message(&format!("reusing {} fetching {}", short_bytes(sources.local_bytes), short_bytes(remote)));
         let mut replay = partial::Replay::new(
@@ -194,7 +197,7 @@ impl Store {
             d.digest,
             progress,
         );
-        let (mut staged, mut bytes) = ingest_tar(&self.index, &self.paths, dir, &mut replay, LayerOrigin::Pull, None)?;
+        let (mut staged, mut bytes) = ingest_tar(self.index(), &self.paths, dir, &mut replay, LayerOrigin::Pull, None)?;
         let s = replay.stats;
         drop(replay);
         // The bar counts the chunks' compressed bytes; the rest of the blob is metadata.
