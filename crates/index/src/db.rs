@@ -34,14 +34,13 @@ pub enum IndexError {
 }
 
 /// How the index is opened: for writing (one process at a time: the store's owner, which
-/// holds the store lock), read-only (a snapshot as of opening), or as a secondary instance
-/// (a reader alongside the owner that catches up with its writes on request,
-/// [`Index::catch_up`]; `dir` holds the secondary's own log files).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// holds the store lock), or read-only: a consistent view as of opening, alongside the owner
+/// (RocksDB's read-only mode recovers the owner's MANIFEST and WAL like a restart would, and
+/// keeps every table file it knows open, so the owner deleting one later does not matter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenMode {
     ReadWrite,
     ReadOnly,
-    Secondary { dir: PathBuf },
 }
 
 /// The store's record tables, all in the `records` column family under a table byte.
@@ -155,9 +154,9 @@ impl Index {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         // The fd limit may be 1024; RocksDB must leave room for the rest of strata. A
-        // secondary keeps every table it knows open: the owner may delete a table file once
-        // its compaction is done, and a secondary could not open it again by name.
-        db_opts.set_max_open_files(if matches!(mode, OpenMode::Secondary { .. }) { -1 } else { 256 });
+        // read-only view keeps every table it knows open: the owner may delete a table file
+        // once a compaction is done, and the view could not open it again by name.
+        db_opts.set_max_open_files(if mode == OpenMode::ReadOnly { -1 } else { 256 });
         db_opts.set_keep_log_file_num(3);
         db_opts.set_max_background_jobs(2);
         let cfs = [CF_LOCS, CF_FILES, CF_RECORDS].map(|name| {
@@ -190,12 +189,9 @@ impl Index {
             ColumnFamilyDescriptor::new(name, o)
         });
         let err = |e: rocksdb::Error| IndexError::Rocks { path: path.to_owned(), message: e.into_string() };
-        let db = match &mode {
+        let db = match mode {
             OpenMode::ReadWrite => DB::open_cf_descriptors(&db_opts, path, cfs).map_err(err)?,
             OpenMode::ReadOnly => DB::open_cf_descriptors_read_only(&db_opts, path, cfs, false).map_err(err)?,
-            OpenMode::Secondary { dir } => {
-                DB::open_cf_descriptors_as_secondary(&db_opts, path, dir, cfs).map_err(err)?
-            }
         };
         let index = Index { db, path: path.to_owned(), mode, commit_lock: Mutex::new(()) };
         index.check_schema()?;
@@ -235,26 +231,8 @@ impl Index {
         &self.path
     }
 
-    pub fn mode(&self) -> &OpenMode {
-        &self.mode
-    }
-
-    /// Brings a secondary instance up to date with the owner's writes (a no-op for the
-    /// owner's own read-write instance). A catch-up can fail when the owner deletes a file
-    /// the secondary was about to read; it is retried a few times.
-    pub fn catch_up(&self) -> Result<(), IndexError> {
-        if !matches!(self.mode, OpenMode::Secondary { .. }) {
-            return Ok(());
-        }
-        let mut last = None;
-        for _ in 0..5 {
-            match self.db.try_catch_up_with_primary() {
-                Ok(()) => return Ok(()),
-                Err(e) => last = Some(e),
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        Err(self.rocks(last.expect("a failed attempt")))
+    pub fn mode(&self) -> OpenMode {
+        self.mode
     }
 
     fn writable(&self) -> Result<(), IndexError> {

@@ -22,6 +22,15 @@ use crate::{Progress, Store, StoreError};
 #[derive(Debug)]
 pub struct Pinned {
     _pins: Pins,
+    images: Vec<crate::records::ImageRecord>,
+}
+
+impl Pinned {
+    /// The images' records as the owner saw them when it pinned their layers (fresher than
+    /// a worker's view): read these layers.
+    pub fn images(&self) -> &[crate::records::ImageRecord] {
+        &self.images
+    }
 }
 
 /// What getting the layers did.
@@ -51,22 +60,16 @@ impl Store {
     /// missing.
     pub fn pin_images(&self, images: &[&strata_types::ImageName]) -> Result<Pinned, StoreError> {
         let pins = Pins::new(&self.paths, "read")?;
-        let mut layers = Vec::new();
-        for name in images {
-            layers.extend(self.image(name)?.layers);
+        let images = images.iter().map(|&n| n.clone()).collect();
+        match self.tx(Tx::PinImages { file: pins.rel().clone(), images })? {
+            TxOk::Images(images) => Ok(Pinned { _pins: pins, images }),
+            other => Err(crate::owner::unexpected(other)),
         }
-        for (l, there) in layers.iter().zip(self.pin(&pins, &layers)?) {
-            if !there {
-                return Err(StoreError::MissingLayer(*l));
-            }
-        }
-        Ok(Pinned { _pins: pins })
     }
 
     /// Pins `layers` for the operation owning `pins`; true for each that exists (and is
     /// therefore kept until the pins go).
     pub(crate) fn pin(&self, pins: &Pins, layers: &[LayerId]) -> Result<Vec<bool>, StoreError> {
-        pins.write(layers)?;
         match self.tx(Tx::Pin { file: pins.rel().clone(), layers: layers.to_vec() })? {
             TxOk::Present(v) => Ok(v),
             other => Err(crate::owner::unexpected(other)),

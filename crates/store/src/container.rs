@@ -81,7 +81,8 @@ impl Store {
     }
 
     pub fn container_create(&self, image: &ImageName, name: &ImageName) -> Result<ContainerRecord, StoreError> {
-        match self.tx(Tx::ContainerCreate { image: image.clone(), name: name.clone() })? {
+        let tx = Tx::ContainerCreate { image: image.clone(), name: name.clone(), created: now_secs() };
+        match self.tx(tx)? {
             TxOk::Container(rec) => Ok(rec),
             other => Err(crate::owner::unexpected(other)),
         }
@@ -140,10 +141,19 @@ impl Store {
 impl Owner {
     /// The `container_create` transaction: directories first, record second (a crash in
     /// between leaves an orphan directory that recovery removes).
-    pub(crate) fn container_create(&self, image: &ImageName, name: &ImageName) -> Result<ContainerRecord, StoreError> {
+    pub(crate) fn container_create(
+        &self,
+        image: &ImageName,
+        name: &ImageName,
+        created: u64,
+    ) -> Result<ContainerRecord, StoreError> {
         let img = crate::store::image(&self.index, image)?;
-        if self.index.get(Table::Containers, name.as_str().as_bytes())?.is_some() {
-            return Err(StoreError::ContainerExists(name.clone()));
+        match crate::store::container(&self.index, name) {
+            // This very request, sent again after its owner died.
+            Ok(rec) if rec.image == *image && rec.created == created && rec.layers == img.layers => return Ok(rec),
+            Ok(_) => return Err(StoreError::ContainerExists(name.clone())),
+            Err(StoreError::NoSuchContainer(_)) => {}
+            Err(e) => return Err(e),
         }
         if img.layers.is_empty() {
             return Err(StoreError::Invalid(format!("image {image} has no layers to run a container on")));
@@ -156,12 +166,7 @@ impl Owner {
             let d = base.join(d);
             fs::create_dir_all(&d).at(&d)?;
         }
-        let rec = ContainerRecord {
-            name: name.clone(),
-            image: image.clone(),
-            layers: img.layers.clone(),
-            created: now_secs(),
-        };
+        let rec = ContainerRecord { name: name.clone(), image: image.clone(), layers: img.layers.clone(), created };
         let mut b = self.index.batch();
         let json = serde_json::to_vec(&rec).expect("container record serializes");
         self.index.put(&mut b, Table::Containers, name.as_str().as_bytes(), &json);

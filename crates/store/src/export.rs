@@ -159,8 +159,8 @@ impl Store {
 
     pub fn export(&self, image: &ImageName, dest: &str, format: LayerFormat) -> Result<ExportReport, StoreError> {
         let start = Instant::now();
-        let img = self.image(image)?;
-        let _pinned = self.pin_images(&[image])?;
+        let pinned = self.pin_images(&[image])?;
+        let img = &pinned.images()[0];
         let r = LayoutRef::parse(dest)?;
         let dir = OciDir::create(&r.path)?;
         let layers = crate::parallel::map_threads(&img.layers, 2, |id| self.export_layer(&dir, id, format))?;

@@ -1,22 +1,22 @@
 //! Pins: "a live operation is about to use these layers" (see `docs/locking.md`).
 //!
-//! A pin is a line `sha256:<hex>` appended to `ROOT/pins/<op>-<pid>-<n>.pin`, a file the
-//! operation holds an exclusive `flock` on while it runs; the kernel releases it when the
-//! process dies, so the pins of a dead operation stop counting by themselves. A pin takes
-//! effect with the `pin` transaction that follows the append: that transaction and gc's mark
-//! are serialized by the owner, so either gc saw the pin, or the transaction's answer says
-//! the layer is gone.
+//! A pin is a line `sha256:<hex>` in `ROOT/pins/<op>-<pid>-<n>.pin`, a file the operation
+//! holds an exclusive `flock` on while it runs; the kernel releases it when the process dies,
+//! so the pins of a dead operation stop counting by themselves. The owner writes the lines, in
+//! the `pin` transaction that also answers which of the layers exist: that transaction and
+//! gc's mark are serialized, so either gc saw the pin, or the answer says the layer is gone.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::fcntl::{Flock, FlockArg};
-use strata_types::{LayerId, Sha256Digest};
+use strata_types::{ImageName, LayerId, Sha256Digest};
+
+use crate::records::ImageRecord;
 
 use crate::error::IoContext;
 use crate::owner::{Owner, RootPath};
@@ -30,7 +30,7 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 pub(crate) struct Pins {
     path: PathBuf,
     rel: RootPath,
-    file: Mutex<Flock<File>>,
+    _lock: Flock<File>,
 }
 
 impl Pins {
@@ -41,20 +41,7 @@ impl Pins {
         let lock = Flock::lock(f, FlockArg::LockExclusiveNonblock)
             .map_err(|(_, e)| StoreError::io(&path, std::io::Error::from(e)))?;
         let rel = RootPath::of(paths.root(), &path)?;
-        Ok(Pins { path, rel, file: Mutex::new(lock) })
-    }
-
-    /// Appends `layers` to the pin file. Effective once the `pin` transaction that names this
-    /// file returns.
-    pub(crate) fn write(&self, layers: &[LayerId]) -> Result<(), StoreError> {
-        let mut text = String::with_capacity(layers.len() * 72);
-        for l in layers {
-            text.push_str(&l.0.to_string());
-            text.push('\n');
-        }
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        // One write of whole lines (O_APPEND): a reader never sees half a line as a pin.
-        f.write_all(text.as_bytes()).at(&self.path)
+        Ok(Pins { path, rel, _lock: lock })
     }
 
     pub(crate) fn rel(&self) -> &RootPath {
@@ -104,9 +91,40 @@ pub(crate) fn pinned(paths: &StorePaths, except: Option<&RootPath>) -> Result<Ha
 }
 
 impl Owner {
-    /// The `pin` transaction: which of `layers` exist now. The caller appended them to
-    /// `file` before asking, so a collection that runs after this answer keeps them.
-    pub(crate) fn pin(&self, _file: &RootPath, layers: &[LayerId]) -> Result<Vec<bool>, StoreError> {
+    /// Appends `layers` to the pin file `file` (one write of whole lines).
+    fn write_pins(&self, file: &RootPath, layers: &[LayerId]) -> Result<(), StoreError> {
+        let path = file.resolve(self.paths.root());
+        let mut text = String::with_capacity(layers.len() * 72);
+        for l in layers {
+            text.push_str(&l.0.to_string());
+            text.push('\n');
+        }
+        let mut f = File::options()
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        f.write_all(text.as_bytes()).at(&path)
+    }
+
+    /// The `pin` transaction: pins `layers` for the operation holding `file`, and answers
+    /// which of them exist now (those are kept until the operation ends).
+    pub(crate) fn pin(&self, file: &RootPath, layers: &[LayerId]) -> Result<Vec<bool>, StoreError> {
+        self.write_pins(file, layers)?;
         layers.iter().map(|l| Ok(self.layer(l)?.is_some())).collect()
+    }
+
+    /// The `pin_images` transaction: pins the layers of `images` as they are now (an error
+    /// when an image or one of its layers is missing); returns the images' records.
+    pub(crate) fn pin_images(&self, file: &RootPath, images: &[ImageName]) -> Result<Vec<ImageRecord>, StoreError> {
+        let records = images.iter().map(|n| crate::store::image(&self.index, n)).collect::<Result<Vec<_>, _>>()?;
+        let layers: Vec<LayerId> = records.iter().flat_map(|r| r.layers.iter().copied()).collect();
+        self.write_pins(file, &layers)?;
+        for l in &layers {
+            if self.layer(l)?.is_none() {
+                return Err(StoreError::MissingLayer(*l));
+            }
+        }
+        Ok(records)
     }
 }

@@ -92,7 +92,7 @@ pub(crate) struct PublishImage {
 }
 
 /// The `publish` transaction: layers (those not yet in the store are added) and an image.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct PublishTx {
     pub layers: Vec<PublishLayer>,
     pub image: Option<PublishImage>,
@@ -217,6 +217,10 @@ impl Owner {
         }
         let old = match &tx.image {
             Some(img) => match crate::store::image(&self.index, &img.record.name) {
+                // This very record (the same request, sent again after its owner died).
+                Ok(old) if old == img.record => {
+                    return Ok(Published { added: Vec::new(), removed: Vec::new() });
+                }
                 Ok(old) if !img.replace => return Err(StoreError::ImageExists(old.name)),
                 Ok(old) => Some(old),
                 Err(StoreError::NoSuchImage(_)) => None,

@@ -147,8 +147,8 @@ impl Store {
         progress: &dyn Progress,
     ) -> Result<PushReport, StoreError> {
         let start = Instant::now();
-        let img = self.image(image)?;
-        let _pinned = self.pin_images(&[image])?;
+        let pinned = self.pin_images(&[image])?;
+        let img = pinned.images()[0].clone();
         let r = Reference::parse(reference).map_err(registry_err)?;
         if r.digest().is_some() {
             return Err(StoreError::Invalid(format!(

@@ -2,10 +2,11 @@
 //!
 //! Every [`Store`] is either the store's owner (it holds the lock, has the index open
 //! read-write, runs crash recovery when it becomes the owner, and serves other processes'
-//! transactions while it lives) or a worker of whichever process owns the store (it reads
-//! through a RocksDB secondary instance and sends its transactions over the owner's socket).
-//! A worker whose owner goes away becomes the owner itself, or the worker of the next one.
-//! See `docs/locking.md`.
+//! transactions while it lives) or a worker of whichever process owns the store (it reads a
+//! read-only view of the index as of opening — stale reads only cost reuse: every decision
+//! that must be current is made by the owner — and sends its transactions over the owner's
+//! socket). A worker whose owner goes away becomes the owner itself, or the worker of the next
+//! one. See `docs/locking.md`.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,6 @@ use crate::lock::Wait;
 use crate::owner::{CallError, Connection, Owner, Server, Tx, TxOk};
 use crate::paths::StorePaths;
 use crate::records::{ContainerRecord, ImageRecord, LayerRecord};
-use crate::staging::Staging;
 use crate::{StoreError, recover};
 
 /// How to open a store.
@@ -55,8 +55,41 @@ enum Role {
 enum View {
     /// The owner's own read-write index.
     Owner(Arc<Owner>),
-    /// A secondary instance (its log files live in a staging directory).
-    Secondary { index: Index, _dir: Staging },
+    /// A read-only instance: the index as of opening.
+    ReadOnly(Index),
+}
+
+/// The owner's current MANIFEST and its length: every flush and compaction appends to it
+/// before the files it obsoletes are deleted.
+fn manifest_state(paths: &StorePaths) -> Option<(String, u64)> {
+    let current = std::fs::read_to_string(paths.index().join("CURRENT")).ok()?;
+    let name = current.trim().to_owned();
+    let len = std::fs::metadata(paths.index().join(&name)).ok()?.len();
+    Some((name, len))
+}
+
+/// Opens a read-only view of the index, consistent as of opening. RocksDB's read-only open
+/// reads the MANIFEST, then the WAL files it lists; if the owner flushed (and deleted a WAL)
+/// or compacted in between, the view could silently lack what that WAL held. So the open is
+/// retried until the MANIFEST did not change while it ran.
+fn open_view(paths: &StorePaths) -> Result<Index, StoreError> {
+    let mut last_err = None;
+    for _ in 0..200 {
+        let before = manifest_state(paths);
+        match Index::open(&paths.index(), OpenMode::ReadOnly) {
+            Ok(i) if before.is_some() && manifest_state(paths) == before => return Ok(i),
+            Ok(_) => {}
+            Err(e) => last_err = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Err(match last_err {
+        Some(e) => e.into(),
+        None => StoreError::Corrupt(format!(
+            "{}: the index changed during every attempt to read it",
+            paths.index().display()
+        )),
+    })
 }
 
 /// An open store.
@@ -124,11 +157,7 @@ impl Store {
         let role = owner_or_connection(&paths, opts.wait)?;
         let (view, recovered) = match &role {
             Role::Owner(o) => (View::Owner(Arc::clone(&o.owner)), o.owner.recovered),
-            Role::Worker(_) => {
-                let dir = Staging::new(&paths, "view")?;
-                let index = Index::open(&paths.index(), OpenMode::Secondary { dir: dir.path().to_path_buf() })?;
-                (View::Secondary { index, _dir: dir }, recover::Recovered::default())
-            }
+            Role::Worker(_) => (View::ReadOnly(open_view(&paths)?), recover::Recovered::default()),
         };
         Ok(Store { paths, view, role: Mutex::new(role), wait: opts.wait, recovered })
     }
@@ -141,18 +170,13 @@ impl Store {
         &self.paths
     }
 
-    /// The index as this handle sees it (call [`Store::refresh`] to see other processes'
-    /// latest writes).
+    /// The index as this handle sees it: the owner's own (current), or a worker's view as
+    /// of opening.
     pub fn index(&self) -> &Index {
         match &self.view {
             View::Owner(o) => &o.index,
-            View::Secondary { index, .. } => index,
+            View::ReadOnly(index) => index,
         }
-    }
-
-    /// Catches up with every transaction committed so far (a no-op for the owner).
-    pub fn refresh(&self) -> Result<(), StoreError> {
-        Ok(self.index().catch_up()?)
     }
 
     /// True when this handle is the store's owner.
@@ -167,35 +191,39 @@ impl Store {
 
     /// Runs a transaction in the owner (this process, or the one serving the socket). A
     /// request that did not reach an owner (it was stopping) goes to the next one; this
-    /// process becomes the owner if nobody else is. Afterwards this handle's view includes
-    /// the transaction.
+    /// process becomes the owner if nobody else is.
     pub(crate) fn tx(&self, tx: Tx) -> Result<TxOk, StoreError> {
         let mut role = self.role.lock().unwrap_or_else(|p| p.into_inner());
-        let result = loop {
+        loop {
             match &mut *role {
-                Role::Owner(o) => break o.owner.apply(tx),
+                Role::Owner(o) => return o.owner.apply(tx.clone()),
                 Role::Worker(c) => match c.call(&tx) {
-                    Ok(r) => break r,
+                    Ok(r) => return r,
                     Err(CallError::NotDelivered) => {
                         // Wait for the stopping owner's lock, then take it or find the next.
                         std::thread::sleep(Duration::from_millis(5));
                         *role = owner_or_connection(&self.paths, self.wait)?;
                     }
                     Err(CallError::Lost(e)) => {
-                        // Reconnect for the next transaction; this one's fate is unknown.
-                        if let Ok(next) = owner_or_connection(&self.paths, self.wait) {
-                            *role = next;
-                        }
-                        return Err(StoreError::OwnerLost { source: e });
+                        // The owner died (killed) with the request: it may or may not have
+                        // been applied. Send it again to the next owner; every transaction
+                        // is idempotent, or says "already done" in a way `after_retry` knows.
+                        std::thread::sleep(Duration::from_millis(5));
+                        *role = owner_or_connection(&self.paths, self.wait)
+                            .map_err(|_| StoreError::OwnerLost { source: e })?;
+                        let r = match &mut *role {
+                            Role::Owner(o) => o.owner.apply(tx.clone()),
+                            Role::Worker(c) => match c.call(&tx) {
+                                Ok(r) => r,
+                                Err(CallError::NotDelivered) => continue,
+                                Err(CallError::Lost(e)) => return Err(StoreError::OwnerLost { source: e }),
+                            },
+                        };
+                        return tx.after_retry(r);
                     }
                 },
             }
-        };
-        drop(role);
-        if result.is_ok() {
-            self.refresh()?;
         }
-        result
     }
 
     // ---- records ----

@@ -76,8 +76,8 @@ impl Store {
         if self.has_image(name)? {
             return Err(StoreError::ImageExists(name.clone()));
         }
-        let img = self.image(image)?;
-        let _pinned = self.pin_images(&[image])?;
+        let pinned = self.pin_images(&[image])?;
+        let img = pinned.images()[0].clone();
         let mut cache = LayerCache::default();
         let view = View::build(cache.stack(self, &img.layers)?);
         let cs = Changeset::from_changes(DiffMethod::Squash, changes::full(&view)?);

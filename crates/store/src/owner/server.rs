@@ -78,13 +78,7 @@ impl Server {
     }
 }
 
-fn accept_loop(
-    listener: UnixListener,
-    woken: UnixStream,
-    owner: Arc<Owner>,
-    stop: Arc<AtomicBool>,
-    conns: Conns,
-) {
+fn accept_loop(listener: UnixListener, woken: UnixStream, owner: Arc<Owner>, stop: Arc<AtomicBool>, conns: Conns) {
     let me = nix::unistd::geteuid();
     if listener.set_nonblocking(true).is_err() {
         return;

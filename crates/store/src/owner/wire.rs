@@ -11,23 +11,26 @@ use super::{Owner, RootPath};
 use crate::StoreError;
 use crate::gc::{GcMarked, GcPruned};
 use crate::publish::{PublishTx, Published};
-use crate::records::ContainerRecord;
+use crate::records::{ContainerRecord, ImageRecord};
 
 /// A transaction.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Tx {
     /// Publishes staged layers and optionally an image (see [`PublishTx`]).
     Publish(PublishTx),
-    /// Which of `layers` exist now; the caller has appended them to its pin file `file`.
+    /// Pins `layers` in the pin file `file` (held by the caller); answers which exist now.
     Pin { file: RootPath, layers: Vec<LayerId> },
+    /// Pins the layers of `images` as they are now; answers the images' records.
+    PinImages { file: RootPath, images: Vec<ImageName> },
     /// Removes an image and the layers nothing else uses (their directories go into `trash`).
     RemoveImage { name: ImageName, trash: RootPath },
     /// Removes layers an operation published but did not use (it failed), unless others
     /// use them; directories into `trash`.
     Discard { layers: Vec<LayerId>, pins: RootPath, trash: RootPath },
-    /// Creates a container on an image: its directories and record.
-    ContainerCreate { image: ImageName, name: ImageName },
+    /// Creates a container on an image: its directories and record (`created` chosen by the
+    /// caller, so a retry can tell its own record).
+    ContainerCreate { image: ImageName, name: ImageName, created: u64 },
     /// Removes a container's record (the caller unmounted it); its directory goes into `trash`.
     ContainerRemove { name: ImageName, trash: RootPath },
     /// gc's mark and record sweep; dead layer directories go into `trash`.
@@ -41,6 +44,19 @@ pub(crate) enum Tx {
 }
 
 impl Tx {
+    /// The answer to a transaction sent again after its owner died without answering (it
+    /// may have been applied): errors that only say "already done" become success. Every
+    /// other transaction is idempotent as it is (pins, gc, publishing layers, an identical
+    /// image record).
+    pub(crate) fn after_retry(&self, r: Result<TxOk, StoreError>) -> Result<TxOk, StoreError> {
+        match (self, r) {
+            (Tx::RemoveImage { .. }, Err(StoreError::NoSuchImage(_))) => Ok(TxOk::Removed(Vec::new())),
+            (Tx::ForgetImage { .. }, Err(StoreError::NoSuchImage(_))) => Ok(TxOk::Done),
+            (Tx::ContainerRemove { .. }, Err(StoreError::NoSuchContainer(_))) => Ok(TxOk::Done),
+            (_, r) => r,
+        }
+    }
+
     /// Whether the transaction runs under the owner's mutex. Compaction is long and needs
     /// none: RocksDB orders it with writes itself.
     pub(crate) fn serialized(&self) -> bool {
@@ -55,6 +71,7 @@ pub(crate) enum TxOk {
     Done,
     Published(Published),
     Present(Vec<bool>),
+    Images(Vec<ImageRecord>),
     Removed(Vec<LayerId>),
     Container(ContainerRecord),
     GcMarked(GcMarked),
@@ -65,9 +82,12 @@ pub(crate) fn dispatch(owner: &Owner, tx: Tx) -> Result<TxOk, StoreError> {
     match tx {
         Tx::Publish(p) => owner.publish(p).map(TxOk::Published),
         Tx::Pin { file, layers } => owner.pin(&file, &layers).map(TxOk::Present),
+        Tx::PinImages { file, images } => owner.pin_images(&file, &images).map(TxOk::Images),
         Tx::RemoveImage { name, trash } => owner.remove_image(&name, &trash).map(TxOk::Removed),
         Tx::Discard { layers, pins, trash } => owner.discard(&layers, &pins, &trash).map(TxOk::Removed),
-        Tx::ContainerCreate { image, name } => owner.container_create(&image, &name).map(TxOk::Container),
+        Tx::ContainerCreate { image, name, created } => {
+            owner.container_create(&image, &name, created).map(TxOk::Container)
+        }
         Tx::ContainerRemove { name, trash } => owner.container_remove(&name, &trash).map(|()| TxOk::Done),
         Tx::GcMark { trash } => owner.gc_mark(&trash).map(TxOk::GcMarked),
         Tx::GcPrune { after, max_keys } => owner.gc_prune(after.as_deref(), max_keys).map(TxOk::GcPruned),
