@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{FULL, H, TarBuilder, assert_same, snapshot};
+use common::{Event, FULL, H, TarBuilder, assert_consistent, assert_same, import, snapshot};
 use strata_layer::apply::{Applied, ApplyOptions, CopyContent, WhiteoutMode, apply, apply_simple};
 
 fn dir(b: &mut TarBuilder, name: &str, mtime: u64) {
@@ -217,5 +217,130 @@ fn overlay_mount_of_overlay_mode_layers_equals_oci_mode_extraction() {
     expected.remove(".");
     actual.remove(".");
     assert_same(&expected, &actual, "overlay mount of overlay-mode layers vs OCI-mode extraction");
+    drop(m);
+}
+
+/// Layers that white out a path and create it too, in either order. OCI: a whiteout applies
+/// only to what lower layers had there, so the path ends up as the layer's entry (a
+/// directory without the lower directory's children). Overlay mode must report that one
+/// state: the entry, plus an opaque marker if it is a directory; never a whiteout.
+fn same_layer_cases() -> Vec<(&'static str, Vec<u8>, Vec<Event>)> {
+    let t = TarBuilder::new;
+    let entry = |p: &str| Event::Entry(p.to_owned());
+    let implicit = |p: &str| Event::Implicit(p.to_owned());
+    let opaque = |p: &str| Event::Opaque(p.to_owned());
+    vec![
+        ("whiteout, then file", t().file(".wh.f", b"").file("f", b"new").finish(), vec![entry("f")]),
+        ("file, then whiteout", t().file("f", b"new").file(".wh.f", b"").finish(), vec![entry("f")]),
+        ("whiteout, then symlink", t().file(".wh.l", b"").symlink("l", "f").finish(), vec![entry("l")]),
+        (
+            "hardlink, then whiteout",
+            t().file("f", b"x").hardlink("h", "f").file(".wh.h", b"").finish(),
+            vec![entry("f"), entry("h")],
+        ),
+        (
+            "whiteout, then directory",
+            t().file(".wh.d", b"").dir("d").file("d/new", b"n").finish(),
+            vec![entry("d"), entry("d/new"), opaque("d")],
+        ),
+        (
+            "directory, then whiteout",
+            t().dir("d").file("d/new", b"n").file(".wh.d", b"").finish(),
+            vec![entry("d"), entry("d/new"), opaque("d")],
+        ),
+        (
+            "whiteout, then a parent made for an entry",
+            t().file(".wh.d", b"").file("d/new", b"n").finish(),
+            vec![implicit("d"), entry("d/new"), opaque("d")],
+        ),
+        (
+            "a parent made for an entry, then whiteout",
+            t().file("d/new", b"n").file(".wh.d", b"").finish(),
+            vec![implicit("d"), entry("d/new"), opaque("d")],
+        ),
+        (
+            "whiteout, directory and opaque marker",
+            t().file(".wh.d", b"").dir("d").file("d/.wh..wh..opq", b"").finish(),
+            vec![entry("d"), opaque("d")],
+        ),
+        (
+            "whiteout of a path the layer does not create",
+            t().file(".wh.gone", b"").file("x", b"x").finish(),
+            vec![Event::Whiteout("gone".to_owned()), entry("x")],
+        ),
+    ]
+}
+
+#[test]
+fn a_path_whited_out_and_created_in_one_layer_is_reported_as_what_survives() {
+    if !strata_testutil::require_root() {
+        return;
+    }
+    for (name, tar, mut expected) in same_layer_cases() {
+        let d = tempfile::tempdir().unwrap();
+        let imported = import(d.path(), &tar, &ApplyOptions::new(WhiteoutMode::Overlay))
+            .unwrap_or_else(|e| panic!("{name}: rejected: {e}"));
+        let mut events = imported.events.clone();
+        events.sort();
+        expected.sort();
+        assert_eq!(events, expected, "{name}");
+        assert_consistent(d.path(), &tar, &imported);
+    }
+}
+
+#[test]
+fn overlay_mount_of_same_layer_whiteouts_equals_oci_mode_extraction() {
+    if !strata_testutil::require_root() {
+        return;
+    }
+    let mut l1 = TarBuilder::new();
+    for d in ["d", "e", "s", "t"] {
+        dir(&mut l1, d, 1_500_000_000);
+        file(&mut l1, &format!("{d}/old"), b"old", 0);
+    }
+    for f in ["f", "l", "g"] {
+        file(&mut l1, f, b"lower", 0);
+    }
+    let mut l2 = TarBuilder::new();
+    file(&mut l2, ".wh.f", b"", 0);
+    file(&mut l2, "f", b"new f", 0);
+    dir(&mut l2, "d", 1_600_000_000);
+    file(&mut l2, "d/new", b"new", 0);
+    file(&mut l2, ".wh.d", b"", 0);
+    file(&mut l2, ".wh.e", b"", 0);
+    dir(&mut l2, "e", 1_600_000_001);
+    file(&mut l2, "e/new", b"new", 0);
+    file(&mut l2, ".wh.s", b"", 0);
+    file(&mut l2, "s/new", b"new", 0);
+    dir(&mut l2, "s", 1_600_000_002);
+    dir(&mut l2, "t", 1_600_000_003);
+    file(&mut l2, "t/new", b"new", 0);
+    file(&mut l2, "t/.wh..wh..opq", b"", 0);
+    file(&mut l2, ".wh.t", b"", 0);
+    l2.symlink("l", "f");
+    file(&mut l2, ".wh.l", b"", 0);
+    file(&mut l2, ".wh.g", b"", 0);
+    let layers = [l1.finish(), l2.finish()];
+
+    let oci = tempfile::tempdir().unwrap();
+    oci_tree(&layers, oci.path());
+    let dirs: Vec<tempfile::TempDir> = layers
+        .iter()
+        .map(|l| {
+            let d = tempfile::tempdir().unwrap();
+            let imported = import(d.path(), l, &ApplyOptions::new(WhiteoutMode::Overlay)).unwrap();
+            assert_consistent(d.path(), l, &imported);
+            d
+        })
+        .collect();
+    let merged = tempfile::tempdir().unwrap();
+    let lowers: Vec<&Path> = dirs.iter().rev().map(|d| d.path()).collect();
+    let m = Mount::new(&lowers, merged.path());
+    let mut expected = snapshot(oci.path(), FULL);
+    let mut actual = snapshot(merged.path(), FULL);
+    expected.remove(".");
+    actual.remove(".");
+    assert!(!expected.contains_key("d/old") && !expected.contains_key("g") && expected.contains_key("t/new"));
+    assert_same(&expected, &actual, "overlay mount vs OCI-mode extraction, same-layer whiteouts");
     drop(m);
 }

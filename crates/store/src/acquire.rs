@@ -116,7 +116,7 @@ impl Store {
             if staged.id.0 != diff_ids[i] {
                 return Err(StoreError::DiffIdMismatch { layer: i, expected: diff_ids[i], found: staged.id.0 });
             }
-            let layer = staged.seal(&self.paths)?;
+            let layer = staged.seal(&self.paths, staging)?;
             self.tx(Tx::Publish(PublishTx { layers: vec![layer], image: None, trash: None }))?;
             added.lock().unwrap_or_else(|p| p.into_inner()).push(id);
             Ok(Some(bytes))

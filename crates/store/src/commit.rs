@@ -89,7 +89,7 @@ impl Store {
         let mut layers = rec.layers.clone();
         layers.push(layer);
         let image = ImageRecord::new(name.clone(), layers, config, format!("commit of container {container}"));
-        let layer_tx = staged.seal(&self.paths)?;
+        let layer_tx = staged.seal(&self.paths, &staging)?;
         let image = PublishImage { record: image, replace: false };
         self.tx(Tx::Publish(PublishTx { layers: vec![layer_tx], image: Some(image), trash: None }))?;
         Ok(CommitReport {

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use strata_chunker::{HashOptions, digest_path};
 use strata_index::{Key, LayerNum};
-use strata_types::{Blake3Digest, EntryKind, Sha256Digest};
+use strata_types::{EntryKind, Sha256Digest};
 
 use crate::paths::{LAYER_DIFF, LAYER_TAR_SPLIT};
 use crate::records::{FileRecord, Marker};
@@ -240,11 +240,25 @@ fn check_range(path: &std::path::Path, offset: u64, len: u64, key: &Key) -> Resu
     if offset.checked_add(len).is_none_or(|end| end > size) {
         return Err(format!("range {offset}+{len} is past the end ({size} bytes)"));
     }
-    let mut buf = vec![0u8; len as usize];
-    f.read_exact_at(&mut buf, offset).map_err(|e| e.to_string())?;
+    // Streamed in bounded pieces: a whole file can be gigabytes.
+    let mut blake3 = strata_types::Blake3Hasher::new();
+    let mut sha = strata_types::Sha256Hasher::new();
+    let mut buf = vec![0u8; (len as usize).min(1 << 20)];
+    let mut pos = 0u64;
+    while pos < len {
+        let n = ((len - pos) as usize).min(buf.len());
+        f.read_exact_at(&mut buf[..n], offset + pos).map_err(|e| e.to_string())?;
+        match key {
+            Key::Chunk(_) | Key::File(_) => {
+                blake3.update(&buf[..n]);
+            }
+            Key::FileSha256(_) | Key::ChunkSha256(_) => sha.update(&buf[..n]),
+        }
+        pos += n as u64;
+    }
     let ok = match key {
-        Key::Chunk(d) | Key::File(d) => Blake3Digest::of(&buf) == *d,
-        Key::FileSha256(d) | Key::ChunkSha256(d) => Sha256Digest::of(&buf) == *d,
+        Key::Chunk(d) | Key::File(d) => blake3.finalize() == *d,
+        Key::FileSha256(d) | Key::ChunkSha256(d) => sha.finalize() == *d,
     };
     if ok { Ok(()) } else { Err("bytes do not have the key's digest".into()) }
 }

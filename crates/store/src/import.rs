@@ -46,8 +46,11 @@ pub(crate) fn decompress<'a, R: Read + 'a>(media_type: &str, r: R) -> Result<Box
         Some(LayerCompression::Gzip) => Ok(Box::new(flate2::read::MultiGzDecoder::new(r))),
         Some(LayerCompression::Zstd) => {
             let mut d = zstd::stream::read::Decoder::new(r).map_err(|e| StoreError::Invalid(format!("zstd: {e}")))?;
-            // Layers can be large, but a window over 2 GiB is a decompression bomb.
-            d.window_log_max(31).map_err(|e| StoreError::Invalid(format!("zstd: {e}")))?;
+            // The decoder allocates the window a frame declares: cap it at 128 MiB (what
+            // `zstd --long` writes; zstd:chunked chunks are capped the same), so a frame
+            // header cannot make strata allocate gigabytes.
+            d.window_log_max(strata_zstd_chunked::bounded::MAX_WINDOW_LOG)
+                .map_err(|e| StoreError::Invalid(format!("zstd: {e}")))?;
             Ok(Box::new(d))
         }
         None => Err(StoreError::Oci(strata_oci::OciError::UnsupportedMediaType(media_type.to_owned()))),

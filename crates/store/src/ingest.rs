@@ -372,8 +372,10 @@ pub(crate) fn ingest_changeset(
         });
         let ingested = ingest_tar(index, paths, dir, reader, origin, own_source);
         let written = producer.join().map_err(|_| StoreError::Invalid("the layer writer panicked".into()))?;
-        let stats = written.map_err(|source| StoreError::Diff { context: format!("writing {what}"), source })?;
+        // When ingestion fails (a full disk, say), it stops reading and the writer sees a
+        // broken pipe: the ingestion's error is the one that says what was wrong.
         let (staged, bytes) = ingested?;
+        let stats = written.map_err(|source| StoreError::Diff { context: format!("writing {what}"), source })?;
         Ok((staged, bytes, stats))
     })
 }

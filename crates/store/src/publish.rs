@@ -25,7 +25,7 @@ use strata_index::{Batch, Key, LayerNum, Loc, Table};
 use strata_types::{ImageName, LayerId};
 
 use crate::error::IoContext;
-use crate::files::{fsync_dir, remove_tree, syncfs};
+use crate::files::{fsync_dir, remove_tree};
 use crate::owner::{Owner, RootPath};
 use crate::paths::{LAYER_INDEX_KEYS, LAYER_LOCS, LAYER_RECORDS, StorePaths};
 use crate::records::{FileRecord, ImageRecord, LayerRecord};
@@ -112,7 +112,11 @@ pub(crate) struct Published {
 impl StagedLayer {
     /// Writes the layer's file records and index locations beside its tree and makes the
     /// whole staging directory durable: what the `publish` transaction needs, on disk.
-    pub(crate) fn seal(self, paths: &StorePaths) -> Result<PublishLayer, StoreError> {
+    pub(crate) fn seal(
+        self,
+        paths: &StorePaths,
+        staging: &crate::staging::Staging,
+    ) -> Result<PublishLayer, StoreError> {
         let rp = self.dir.join(LAYER_RECORDS);
         let mut w = BufWriter::new(File::create(&rp).at(&rp)?);
         for f in &self.files {
@@ -127,7 +131,7 @@ impl StagedLayer {
             w.write_all(&l.encode()).at(&lp)?;
         }
         w.into_inner().map_err(|e| StoreError::io(&lp, e.into_error()))?;
-        syncfs(&self.dir)?;
+        staging.sync()?;
         let mut record = self.record;
         record.entries = self.files.len() as u64;
         Ok(PublishLayer { dir: RootPath::of(paths.root(), &self.dir)?, record })
@@ -235,7 +239,6 @@ impl Owner {
                 }
             }
         }
-        let mut renamed: Vec<PathBuf> = Vec::new();
         let result = (|| {
             for l in &fresh {
                 let dst = self.paths.layer(&l.record.id);
@@ -245,7 +248,6 @@ impl Owner {
                 }
                 let src = l.dir.resolve(root);
                 fs::rename(&src, &dst).at(&dst)?;
-                renamed.push(dst);
             }
             if !fresh.is_empty() {
                 fsync_dir(&self.paths.layers())?;
@@ -277,12 +279,10 @@ impl Owner {
             self.index.commit(b)?;
             Ok(())
         })();
-        if let Err(e) = result {
-            for d in renamed {
-                let _ = remove_tree(&d);
-            }
-            return Err(e);
-        }
+        // On an error, renamed directories are left in place: a failed commit may still be in
+        // the index's log and come back when it is next opened, and then they must be there;
+        // if it does not, recovery removes them as orphans (no record).
+        result?;
         let added = fresh.iter().map(|l| l.record.id).collect();
         // A replaced image's layers that nothing uses any more go with it.
         let mut removed = Vec::new();

@@ -20,6 +20,10 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 pub struct Staging {
     dir: PathBuf,
     lock_path: PathBuf,
+    /// Opened when the staging directory was made, before anything was written: `syncfs`
+    /// reports the writeback errors of the filesystem since its descriptor was opened, so
+    /// one opened just before syncing would miss an error from earlier writes.
+    sync_fd: std::fs::File,
     _lock: StagingLock,
 }
 
@@ -34,11 +38,18 @@ impl Staging {
             crate::files::remove_tree(&dir)?;
         }
         fs::create_dir_all(&dir).at(&dir)?;
-        Ok(Staging { dir, lock_path, _lock: lock })
+        let sync_fd = std::fs::File::open(&dir).at(&dir)?;
+        Ok(Staging { dir, lock_path, sync_fd, _lock: lock })
     }
 
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// Makes everything written since this staging directory was made durable (one `syncfs`
+    /// of the store's filesystem), reporting any writeback error since then.
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        nix::unistd::syncfs(std::os::fd::AsFd::as_fd(&self.sync_fd)).map_err(|e| StoreError::io(&self.dir, e.into()))
     }
 
     /// The directory as transactions name it (relative to the store root).

@@ -320,3 +320,122 @@ pub fn gnu_tar(dir: &Path) -> Vec<u8> {
     assert!(out.status.success(), "tar failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
+
+/// One observer event of an import, as the store turns it into a record: the path the
+/// record is about, and what it says there.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Event {
+    Entry(String),
+    Implicit(String),
+    Whiteout(String),
+    Opaque(String),
+    Skipped(String),
+}
+
+/// What an import reported.
+#[derive(Debug)]
+pub struct Imported {
+    pub events: Vec<Event>,
+    /// The entries of `Applied::Entry` events, as reported.
+    pub entries: Vec<strata_types::Entry>,
+    /// The tar-split recorded while applying.
+    pub tarsplit: Vec<u8>,
+    pub stats: strata_layer::apply::ApplyStats,
+}
+
+/// Applies `tar` into `root` the way the store imports a layer: `opts` (overlay mode in the
+/// store), tar-split recorded by the tap, every observer event collected.
+pub fn import(
+    root: &Path,
+    tar: &[u8],
+    opts: &strata_layer::apply::ApplyOptions,
+) -> Result<Imported, strata_layer::apply::ApplyError> {
+    use strata_layer::apply::{Applied, CopyContent, apply};
+    let mut recorder = strata_layer::tarsplit::TarSplitRecorder::new(Vec::new());
+    let (mut events, mut entries) = (Vec::new(), Vec::new());
+    let stats = apply(root, tar, opts, &mut CopyContent, Some(&mut recorder), &mut |a| {
+        events.push(match a {
+            Applied::Entry { entry, .. } => {
+                entries.push(entry.clone());
+                Event::Entry(entry.path.to_string())
+            }
+            Applied::ImplicitDir { path } => Event::Implicit(path.to_string()),
+            Applied::Whiteout { target, .. } => Event::Whiteout(target.to_string()),
+            Applied::Opaque { dir, .. } => Event::Opaque(dir.to_string()),
+            Applied::Skipped { entry } => Event::Skipped(entry.path.to_string()),
+        });
+        Ok(())
+    })?;
+    let tarsplit = recorder.finish().expect("tar-split finishes");
+    Ok(Imported { events, entries, tarsplit, stats })
+}
+
+/// Rebuilds the tar stream of an imported layer from its tar-split and the files below
+/// `root`, opened as the store's export opens them (normalized name, no symlink followed).
+pub fn regenerate_from(root: &Path, tarsplit: &[u8]) -> Result<Vec<u8>, strata_layer::tarsplit::TarSplitError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use strata_layer::tarsplit::{RecordReader, regenerate};
+    let open = |name: &[u8], _size: u64| -> std::io::Result<Option<(std::fs::File, u64)>> {
+        let rel = strata_types::RelPath::new(name).map_err(std::io::Error::other)?;
+        let f = std::fs::File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(root.join(rel.as_path()))?;
+        Ok(Some((f, 0)))
+    };
+    let mut out = strata_layer::out_file::WriteTarOut::new(Vec::new());
+    regenerate(RecordReader::new(tarsplit), open, &mut out, true)?;
+    Ok(out.into_inner().expect("a Vec does not fail"))
+}
+
+/// "Accepted means consistent", as the store checks it after an overlay-mode import: the
+/// layer's tar-split and files rebuild `tar` byte for byte, every path has at most one
+/// object record and at most one marker, never a whiteout where the layer has an object,
+/// and every record agrees with what is on disk.
+pub fn assert_consistent(root: &Path, tar: &[u8], imp: &Imported) {
+    let rebuilt = regenerate_from(root, &imp.tarsplit).unwrap_or_else(|e| panic!("the layer cannot be exported: {e}"));
+    assert!(rebuilt == tar, "the rebuilt stream differs from the layer ({} vs {} bytes)", rebuilt.len(), tar.len());
+    let mut objects = std::collections::HashSet::new();
+    let mut markers = std::collections::HashSet::new();
+    for e in &imp.events {
+        match e {
+            Event::Entry(p) | Event::Implicit(p) => assert!(objects.insert(p.clone()), "two object records for {p}"),
+            Event::Whiteout(p) | Event::Opaque(p) => assert!(markers.insert(p.clone()), "two markers for {p}"),
+            Event::Skipped(_) => {}
+        }
+    }
+    let at = |p: &str| if p == "." { root.to_path_buf() } else { root.join(p) };
+    for e in &imp.events {
+        match e {
+            Event::Whiteout(p) => {
+                assert!(!objects.contains(p), "{p}: a whiteout record and an object record");
+                let md = std::fs::symlink_metadata(at(p)).unwrap_or_else(|e| panic!("whiteout {p}: {e}"));
+                use std::os::unix::fs::FileTypeExt;
+                assert!(md.file_type().is_char_device() && md.rdev() == 0, "whiteout {p} is not a 0/0 char device");
+            }
+            Event::Opaque(p) => {
+                let v = xattr::get(at(p), "trusted.overlay.opaque").ok().flatten();
+                assert_eq!(v.as_deref(), Some(&b"y"[..]), "opaque {p} has no trusted.overlay.opaque=y");
+            }
+            Event::Implicit(p) => assert!(std::fs::symlink_metadata(at(p)).unwrap().is_dir(), "implicit {p}"),
+            Event::Entry(_) | Event::Skipped(_) => {}
+        }
+    }
+    for entry in &imp.entries {
+        let p = entry.path.to_string();
+        let md = std::fs::symlink_metadata(at(&p)).unwrap_or_else(|e| panic!("entry {p}: {e}"));
+        use strata_types::EntryKind;
+        let want = if entry.kind == EntryKind::Hardlink { EntryKind::File } else { entry.kind };
+        assert_eq!(EntryKind::from_mode(md.mode()), Some(want), "{p}: the record says {:?}", entry.kind);
+        if entry.kind == EntryKind::Hardlink {
+            continue;
+        }
+        if entry.kind != EntryKind::Dir && entry.kind != EntryKind::Symlink {
+            assert_eq!(md.mode() & 0o7777, entry.mode, "{p}: mode");
+        }
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!((md.uid(), md.gid()), (entry.uid, entry.gid), "{p}: owner");
+        }
+        for (k, v) in &entry.xattrs {
+            let got = xattr::get(at(&p), k).ok().flatten();
+            assert_eq!(got.as_deref(), Some(&v[..]), "{p}: xattr {k} of the record is not on disk");
+        }
+    }
+}

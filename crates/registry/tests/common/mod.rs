@@ -43,11 +43,29 @@ pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Written after `body`, for hostile servers (see [`HttpResponse::with_stream`]).
+    pub stream: Option<StreamBody>,
+}
+
+/// A body produced while it is sent: `pattern` repeated up to `len` bytes (forever when
+/// `None`), or until the client hangs up.
+#[derive(Clone, Debug)]
+pub struct StreamBody {
+    pub pattern: Vec<u8>,
+    pub len: Option<u64>,
 }
 
 impl HttpResponse {
     pub fn new(status: u16) -> Self {
-        HttpResponse { status, headers: Vec::new(), body: Vec::new() }
+        HttpResponse { status, headers: Vec::new(), body: Vec::new(), stream: None }
+    }
+    /// After `body`, sends `pattern` over and over, `len` bytes in all or without end. No
+    /// Content-Length goes out unless the handler sets one: the body ends when the
+    /// connection does, as a server may send it (and a hostile one may never end it).
+    pub fn with_stream(mut self, pattern: &[u8], len: Option<u64>) -> Self {
+        assert!(!pattern.is_empty());
+        self.stream = Some(StreamBody { pattern: pattern.to_vec(), len });
+        self
     }
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
@@ -128,7 +146,7 @@ fn serve(conn: TcpStream, handler: &Handler, requests: &AtomicUsize) {
         }
         msg.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
     }
-    if resp.header("content-length").is_none() {
+    if resp.header("content-length").is_none() && resp.stream.is_none() {
         msg.extend_from_slice(format!("Content-Length: {}\r\n", resp.body.len()).as_bytes());
     }
     msg.extend_from_slice(b"Connection: close\r\n\r\n");
@@ -137,6 +155,22 @@ fn serve(conn: TcpStream, handler: &Handler, requests: &AtomicUsize) {
     }
     // The client may hang up early (it stops reading a whole blob after the last range).
     let _ = out.write_all(&msg);
+    if let (Some(stream), false) = (&resp.stream, head) {
+        // A client that stops reading without hanging up must not keep this thread forever.
+        let _ = out.set_write_timeout(Some(Duration::from_secs(30)));
+        let mut chunk = Vec::with_capacity(64 << 10);
+        while chunk.len() < 64 << 10 {
+            chunk.extend_from_slice(&stream.pattern);
+        }
+        let mut left = stream.len.unwrap_or(u64::MAX);
+        while left > 0 {
+            let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            if out.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            left -= n as u64;
+        }
+    }
     let _ = out.flush();
 }
 
@@ -197,6 +231,41 @@ pub fn forward(upstream: &str, req: &HttpRequest) -> HttpResponse {
     }
     resp.body = body;
     resp
+}
+
+/// Runs `f` on a thread of its own and fails the test when it has not returned within a
+/// minute: a client that reads forever must fail its test, not hang the run. (A watchdog,
+/// not a timing assertion: every bounded case here finishes in well under a second.)
+pub fn within_a_minute<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still running after a minute"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
+    }
+}
+
+/// The peak resident set size of this process so far (VmHWM), in bytes.
+pub fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// The ranges of a request's `Range: bytes=a-b,...` header, half-open.
+pub fn requested_ranges(req: &HttpRequest) -> Vec<std::ops::Range<u64>> {
+    let Some(spec) = req.header("range") else { return Vec::new() };
+    spec.trim_start_matches("bytes=")
+        .split(',')
+        .map(|p| {
+            let (a, b) = p.trim().split_once('-').unwrap();
+            a.parse::<u64>().unwrap()..b.parse::<u64>().unwrap() + 1
+        })
+        .collect()
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*).

@@ -106,7 +106,7 @@ impl Store {
         }];
         let config = serde_json::to_string(&cfg).expect("config serializes");
         let record = ImageRecord::new(name.clone(), vec![layer], config, format!("squash of {image}"));
-        let layer_tx = staged.seal(&self.paths)?;
+        let layer_tx = staged.seal(&self.paths, &staging)?;
         let image = crate::publish::PublishImage { record: record.clone(), replace: false };
         self.tx(crate::owner::Tx::Publish(crate::publish::PublishTx {
             layers: vec![layer_tx],

@@ -30,6 +30,9 @@ use crate::records::{ImageRecord, LayerOrigin};
 use crate::staging::Staging;
 use crate::{Progress, Store, StoreError};
 
+/// Largest image config accepted (real ones are a few KiB; history can make them longer).
+const MAX_CONFIG: u64 = 16 << 20;
+
 /// Options of a pull.
 #[derive(Clone, Debug, Default)]
 pub struct PullOptions {
@@ -86,10 +89,16 @@ impl Store {
             None => ImageName::new(reference)
                 .map_err(|e| StoreError::Invalid(format!("{e}; name the image with --name")))?,
         };
+        if manifest.config.size > MAX_CONFIG {
+            return Err(StoreError::BadConfig(format!(
+                "the manifest declares a {}-byte config; configs are at most {MAX_CONFIG} bytes",
+                manifest.config.size
+            )));
+        }
         let mut config_bytes = Vec::new();
         let mut blob = client.get_blob(&repo, &manifest.config.digest, manifest.config.size).map_err(registry_err)?;
         (&mut blob)
-            .take(16 << 20)
+            .take(MAX_CONFIG)
             .read_to_end(&mut config_bytes)
             .map_err(|e| StoreError::Invalid(format!("config: {e}")))?;
         blob.finish().map_err(registry_err)?;

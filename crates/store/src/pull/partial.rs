@@ -137,20 +137,14 @@ pub(crate) struct ReplayStats {
 
 /// How the bytes of the chunk being replayed are produced.
 enum ChunkReader {
-    Zeros {
-        left: u64,
-    },
+    /// A chunk the TOC marks as zeros: produced without fetching, and still checked against
+    /// its TOC digest (a single-chunk file's digest is its chunk's: without this, a TOC could
+    /// make a partial pull give a file a full pull would not).
+    Zeros { left: u64, hasher: Sha256Hasher },
     /// Verified bytes in memory.
-    Verified {
-        bytes: Vec<u8>,
-        pos: usize,
-    },
+    Verified { bytes: Vec<u8>, pos: usize },
     /// A large local chunk already verified by a first pass: read it again.
-    LocalStream {
-        file: File,
-        offset: u64,
-        left: u64,
-    },
+    LocalStream { file: File, offset: u64, left: u64 },
     /// Fetched frames being decompressed; the digest is checked at the end.
     Decode {
         dec: zstd::stream::read::Decoder<'static, io::BufReader<io::Cursor<Vec<u8>>>>,
@@ -294,7 +288,7 @@ impl<'a, I: Iterator<Item = Result<Record, TarSplitError>>> Replay<'a, I> {
         self.stats.compressed += c.blob_range.end - c.blob_range.start;
         let src = std::mem::replace(&mut self.sources[entry][k], Source::Zeros);
         let reader = match src {
-            Source::Zeros => ChunkReader::Zeros { left: c.len },
+            Source::Zeros => ChunkReader::Zeros { left: c.len, hasher: Sha256Hasher::new() },
             Source::Local { path, offset } => match self.local_chunk(&path, offset, c) {
                 Some(r) => {
                     self.stats.local += c.len;
@@ -339,10 +333,17 @@ impl<'a, I: Iterator<Item = Result<Record, TarSplitError>>> Replay<'a, I> {
         let Some(reader) = cur.reader.as_mut() else { return Ok(false) };
         self.buf.clear();
         let finished = match reader {
-            ChunkReader::Zeros { left } => {
+            ChunkReader::Zeros { left, hasher } => {
                 let n = (*left).min(PIECE as u64) as usize;
                 self.buf.resize(n, 0);
+                hasher.update(&self.buf);
                 *left -= n as u64;
+                if n == 0 {
+                    let c = &self.plan.entries[entry].chunks[k];
+                    if std::mem::take(hasher).finalize() != c.digest {
+                        return Err(self.chunk_error(entry, c));
+                    }
+                }
                 n == 0
             }
             ChunkReader::Verified { bytes, pos } => {
