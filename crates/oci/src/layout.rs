@@ -3,6 +3,11 @@
 //! Blobs are written through [`BlobWriter`], which hashes while it writes into a temporary
 //! file and only moves the blob to its final name once the digest is known (or verified),
 //! so a layout never holds a blob under a wrong name. Reads go through [`VerifyingReader`].
+//!
+//! A layout may come from anywhere, so every read is bounded by the limits below, never by
+//! what the layout declares: documents read into memory have a size limit, a blob is read
+//! no further than one byte past its descriptor's size, and a chain of indexes is followed
+//! to a bounded depth over a bounded number of entries.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -15,8 +20,39 @@ use crate::{Descriptor, ImageIndex, ImageManifest, OciError};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// Largest manifest or index blob read (the limit registries apply to manifests, too).
+pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+/// Largest image config blob to read (real ones are a few KiB; long histories add some).
+pub const MAX_CONFIG_SIZE: u64 = 16 << 20;
+/// Largest `index.json` (it lists every image of the layout, so it may outgrow one index).
+pub const MAX_INDEX_JSON_SIZE: u64 = 16 << 20;
+/// Largest `oci-layout` marker (it holds one short JSON object).
+const MAX_MARKER_SIZE: u64 = 64 << 10;
+/// Most image indexes followed from a descriptor to its image manifest. skopeo and friends
+/// write one (index.json → index → manifest); nesting deeper than this is not an image.
+pub const MAX_INDEX_DEPTH: usize = 8;
+/// Most index entries looked at while following one chain of indexes (multi-platform
+/// indexes list tens).
+pub const MAX_INDEX_MANIFESTS: usize = 4096;
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OciError + '_ {
     move |source| OciError::Io { path: path.display().to_string(), source }
+}
+
+/// Reads a whole file of at most `limit` bytes. One byte more is read to tell a file that
+/// is too large (or endless: a link to a device) from one that just fits.
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, OciError> {
+    let f = File::open(path).map_err(io_err(path))?;
+    let mut v = Vec::new();
+    f.take(limit + 1).read_to_end(&mut v).map_err(io_err(path))?;
+    if v.len() as u64 > limit {
+        return Err(OciError::Invalid(format!("{} is larger than the {limit} bytes allowed", path.display())));
+    }
+    Ok(v)
+}
+
+fn is_index(media_type: &str) -> bool {
+    media_type == IMAGE_INDEX || media_type == crate::media::DOCKER_MANIFEST_LIST
 }
 
 /// A reference to an image in a layout: `oci:PATH[:TAG]`.
@@ -58,8 +94,8 @@ impl OciDir {
     pub fn open(root: impl Into<PathBuf>) -> Result<OciDir, OciError> {
         let root = root.into();
         let marker = root.join("oci-layout");
-        let text = fs::read_to_string(&marker).map_err(io_err(&marker))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
+        let text = read_limited(&marker, MAX_MARKER_SIZE)?;
+        let v: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|source| OciError::Json { what: marker.display().to_string(), source })?;
         if v.get("imageLayoutVersion").and_then(|v| v.as_str()) != Some("1.0.0") {
             return Err(OciError::Invalid(format!("{}: unsupported imageLayoutVersion", marker.display())));
@@ -102,7 +138,7 @@ impl OciDir {
 
     pub fn index(&self) -> Result<ImageIndex, OciError> {
         let p = self.root.join("index.json");
-        let bytes = fs::read(&p).map_err(io_err(&p))?;
+        let bytes = read_limited(&p, MAX_INDEX_JSON_SIZE)?;
         serde_json::from_slice(&bytes).map_err(|source| OciError::Json { what: p.display().to_string(), source })
     }
 
@@ -144,19 +180,11 @@ impl OciDir {
     }
 
     /// Reads a manifest blob; an index (as skopeo may write) is followed to its linux/amd64
-    /// (or only) manifest. Returns the manifest's descriptor and the parsed manifest.
+    /// (or only) manifest, through at most [`MAX_INDEX_DEPTH`] indexes listing at most
+    /// [`MAX_INDEX_MANIFESTS`] entries in all. Returns the manifest's descriptor and the
+    /// parsed manifest.
     pub fn read_manifest(&self, desc: &Descriptor) -> Result<(Descriptor, ImageManifest), OciError> {
-        let bytes = self.read_blob_bytes(desc, 4 << 20)?;
-        if desc.media_type == IMAGE_INDEX || desc.media_type == crate::media::DOCKER_MANIFEST_LIST {
-            let index: ImageIndex = serde_json::from_slice(&bytes)
-                .map_err(|source| OciError::Json { what: format!("index {}", desc.digest), source })?;
-            let pick = pick_platform(&index)
-                .ok_or_else(|| OciError::Invalid(format!("index {} has no linux/amd64 manifest", desc.digest)))?;
-            return self.read_manifest(&pick);
-        }
-        let m: ImageManifest = serde_json::from_slice(&bytes)
-            .map_err(|source| OciError::Json { what: format!("manifest {}", desc.digest), source })?;
-        Ok((desc.clone(), m))
+        follow_indexes(desc, |d| self.read_blob_bytes(d, MAX_MANIFEST_SIZE))
     }
 
     /// Reads a whole small blob (manifest, config) into memory, verifying size and digest.
@@ -204,6 +232,55 @@ impl OciDir {
         d.annotations.insert(REF_NAME.into(), tag.into());
         index.manifests.push(d);
         self.write_index(&index)
+    }
+}
+
+/// Follows `top` through image indexes to an image manifest, reading blobs with `read`.
+/// Bounded in depth and in entries looked at; a digest met twice is a cycle (digests make
+/// one impossible among verified blobs, but this does not rely on `read` verifying).
+fn follow_indexes(
+    top: &Descriptor,
+    mut read: impl FnMut(&Descriptor) -> Result<Vec<u8>, OciError>,
+) -> Result<(Descriptor, ImageManifest), OciError> {
+    let mut chain: Vec<Sha256Digest> = Vec::new();
+    let mut entries = 0usize;
+    let mut desc = top.clone();
+    loop {
+        if chain.contains(&desc.digest) {
+            return Err(OciError::Invalid(format!(
+                "image index {} leads back to {} (a cycle of indexes)",
+                chain.last().map_or(top.digest, |d| *d),
+                desc.digest
+            )));
+        }
+        if !is_index(&desc.media_type) {
+            let bytes = read(&desc)?;
+            let m: ImageManifest = serde_json::from_slice(&bytes)
+                .map_err(|source| OciError::Json { what: format!("manifest {}", desc.digest), source })?;
+            return Ok((desc, m));
+        }
+        // Refused before the next index is even read.
+        if chain.len() == MAX_INDEX_DEPTH {
+            return Err(OciError::Invalid(format!(
+                "image index {} is nested more than {MAX_INDEX_DEPTH} deep (at {})",
+                top.digest, desc.digest
+            )));
+        }
+        let bytes = read(&desc)?;
+        let index: ImageIndex = serde_json::from_slice(&bytes)
+            .map_err(|source| OciError::Json { what: format!("index {}", desc.digest), source })?;
+        entries += index.manifests.len();
+        if entries > MAX_INDEX_MANIFESTS {
+            return Err(OciError::Invalid(format!(
+                "image index {} lists more than {MAX_INDEX_MANIFESTS} manifests (counted through {} nested indexes)",
+                top.digest,
+                chain.len() + 1
+            )));
+        }
+        let pick = pick_platform(&index)
+            .ok_or_else(|| OciError::Invalid(format!("index {} has no linux/amd64 manifest", desc.digest)))?;
+        chain.push(desc.digest);
+        desc = pick;
     }
 }
 
@@ -288,6 +365,10 @@ impl<R: Read> VerifyingReader<R> {
         io::copy(&mut self, &mut io::sink())
             .map_err(|source| OciError::Io { path: format!("blob {}", self.expected), source })?;
         let found_size = self.hasher.len();
+        // `read` stops one byte past the declared size: all that says is "longer".
+        if found_size > self.expected_size {
+            return Err(OciError::TooLong { digest: self.expected, expected: self.expected_size });
+        }
         if found_size != self.expected_size {
             return Err(OciError::SizeMismatch {
                 digest: self.expected,
@@ -365,6 +446,34 @@ mod tests {
     }
 
     #[test]
+    fn cycles_of_indexes_are_found() {
+        // Two indexes pointing at each other (only a reader that does not verify digests
+        // can serve them) and one pointing at itself.
+        let (a, b) = (Sha256Digest::of(b"a"), Sha256Digest::of(b"b"));
+        let index_to = |d: Sha256Digest| {
+            let index = ImageIndex {
+                schema_version: 2,
+                media_type: Some(IMAGE_INDEX.into()),
+                manifests: vec![Descriptor::new(IMAGE_INDEX, d, 1)],
+                annotations: Default::default(),
+                extra: Default::default(),
+            };
+            serde_json::to_vec(&index).unwrap()
+        };
+        let mut reads = 0;
+        let e = follow_indexes(&Descriptor::new(IMAGE_INDEX, a, 1), |d| {
+            reads += 1;
+            Ok(index_to(if d.digest == a { b } else { a }))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(&format!("image index {b} leads back to {a}")), "{e}");
+        assert_eq!(reads, 2);
+        let e = follow_indexes(&Descriptor::new(IMAGE_INDEX, a, 1), |_| Ok(index_to(a))).unwrap_err().to_string();
+        assert!(e.contains(&format!("image index {a} leads back to {a}")), "{e}");
+    }
+
+    #[test]
     fn blobs_are_verified_on_write_and_read() {
         let d = std::env::temp_dir().join(format!("strata-oci-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
@@ -384,7 +493,9 @@ mod tests {
         fs::write(dir.blob_path(&digest), b"hellO").unwrap();
         assert!(matches!(dir.read_blob_bytes(&desc, 100), Err(OciError::DigestMismatch { .. })));
         fs::write(dir.blob_path(&digest), b"hello!").unwrap();
-        assert!(matches!(dir.read_blob_bytes(&desc, 100), Err(OciError::SizeMismatch { .. })));
+        assert!(matches!(dir.read_blob_bytes(&desc, 100), Err(OciError::TooLong { expected: 5, .. })));
+        fs::write(dir.blob_path(&digest), b"hell").unwrap();
+        assert!(matches!(dir.read_blob_bytes(&desc, 100), Err(OciError::SizeMismatch { found: 4, .. })));
         let _ = fs::remove_dir_all(&d);
     }
 }

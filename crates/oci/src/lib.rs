@@ -21,6 +21,9 @@ pub enum OciError {
     DigestMismatch { expected: strata_types::Sha256Digest, found: strata_types::Sha256Digest },
     #[error("blob {digest} is {found} bytes, its descriptor says {expected}")]
     SizeMismatch { digest: strata_types::Sha256Digest, expected: u64, found: u64 },
+    /// The blob goes on past its descriptor's size (reading stopped there).
+    #[error("blob {digest} is longer than the {expected} bytes its descriptor says")]
+    TooLong { digest: strata_types::Sha256Digest, expected: u64 },
     #[error("{0}")]
     Invalid(String),
     #[error("image layout {layout} has no manifest tagged {tag:?}")]

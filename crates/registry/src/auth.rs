@@ -68,6 +68,7 @@ pub(crate) struct AuthCache {
     basic: bool,
 }
 
+/// Token answers are small JSON documents (a JWT is a few KiB).
 const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
 
 impl Client {
@@ -213,11 +214,19 @@ impl Client {
             access_token: Option<String>,
         }
         let mut body = Vec::new();
+        // One byte past the limit tells a body that is too long (or endless) from one that
+        // just fits, so the error can say so instead of "not JSON".
         resp.into_body()
             .into_reader()
-            .take(MAX_TOKEN_RESPONSE)
+            .take(MAX_TOKEN_RESPONSE + 1)
             .read_to_end(&mut body)
             .map_err(|source| RegistryError::Io { what: format!("token from {realm}"), source })?;
+        if body.len() as u64 > MAX_TOKEN_RESPONSE {
+            return Err(RegistryError::InvalidResponse {
+                url: realm.to_owned(),
+                reason: format!("token response is larger than the {MAX_TOKEN_RESPONSE} bytes allowed"),
+            });
+        }
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| RegistryError::InvalidResponse {
             url: realm.to_owned(),
             reason: format!("token response is not JSON: {e}"),

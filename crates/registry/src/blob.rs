@@ -49,6 +49,7 @@ impl BlobReader {
             OciError::SizeMismatch { digest, expected, found } => {
                 RegistryError::SizeMismatch { digest, expected, found }
             }
+            OciError::TooLong { digest, expected } => RegistryError::BlobTooLong { digest, expected },
             OciError::Io { source, .. } => RegistryError::Io { what, source },
             other => RegistryError::Io { what, source: io::Error::other(other.to_string()) },
         })

@@ -128,6 +128,9 @@ pub enum RegistryError {
     DigestMismatch { what: String, expected: Sha256Digest, found: Sha256Digest },
     #[error("blob {digest}: the registry sent {found} bytes, expected {expected}")]
     SizeMismatch { digest: Sha256Digest, expected: u64, found: u64 },
+    /// The body went on past the expected size (reading stopped there).
+    #[error("blob {digest}: the registry sent more than the {expected} bytes expected")]
+    BlobTooLong { digest: Sha256Digest, expected: u64 },
     #[error("manifest {reference} is larger than the {limit} bytes allowed")]
     ManifestTooLarge { reference: String, limit: u64 },
     #[error("manifest {reference} has unsupported media type {media_type:?}")]

@@ -103,6 +103,13 @@ impl Client {
         })?;
         let pick = strata_oci::layout::pick_platform(&index)
             .ok_or_else(|| RegistryError::NoMatchingPlatform { reference: reference.to_string() })?;
+        // The index says how large the manifest is: no need to read 4 MiB to learn it is too large.
+        if pick.size > MAX_MANIFEST_SIZE {
+            return Err(RegistryError::ManifestTooLarge {
+                reference: format!("{} (inside index {reference})", pick.digest),
+                limit: MAX_MANIFEST_SIZE,
+            });
+        }
         let manifest = self.get_manifest(repo, &ManifestRef::Digest(pick.digest))?;
         if manifest.bytes.len() as u64 != pick.size {
             return Err(RegistryError::InvalidResponse {

@@ -5,9 +5,14 @@
 //! and data is never scanned for the boundary. Line ends may be CRLF or bare LF; boundary
 //! lines may carry trailing whitespace ("transport padding"); header names are
 //! case-insensitive; a preamble before the first boundary is skipped.
+//!
+//! Everything read is bounded before it is read: lines, preamble and header counts here,
+//! each part by the caller's check of its `Content-Range` (see [`Multipart::next_part_checked`]).
 
 use std::io::{self, BufRead, Read};
 use std::ops::Range;
+
+use crate::range_plan::buffer_for;
 
 const MAX_LINE: u64 = 16 << 10;
 const MAX_PREAMBLE_LINES: usize = 64;
@@ -21,6 +26,8 @@ pub(crate) type Part = (Range<u64>, Vec<u8>);
 pub(crate) enum MultipartError {
     Io(io::Error),
     Format(String),
+    /// A well-formed part that the caller's check refused (not what was requested).
+    Refused(String),
 }
 
 fn bad<T>(msg: impl Into<String>) -> Result<T, MultipartError> {
@@ -102,6 +109,22 @@ impl<R: BufRead> Multipart<R> {
     /// The next part's range and bytes; `None` after the closing delimiter. A part longer
     /// than `max_part` bytes is refused before it is read.
     pub(crate) fn next_part(&mut self, max_part: u64) -> Result<Option<Part>, MultipartError> {
+        self.next_part_checked(|range| {
+            if range.end - range.start > max_part {
+                return Err(format!("part bytes {}-{} is larger than anything requested", range.start, range.end - 1));
+            }
+            Ok(())
+        })
+    }
+
+    /// The next part's range and bytes, once `check` accepted the range from the part's
+    /// headers: a part is refused (`Refused`, with the check's reason) before any of its
+    /// bytes is read or memory reserved for it, so the range a server claims costs nothing
+    /// unless the caller asked for it.
+    pub(crate) fn next_part_checked(
+        &mut self,
+        check: impl FnOnce(&Range<u64>) -> Result<(), String>,
+    ) -> Result<Option<Part>, MultipartError> {
         if self.state == State::Preamble {
             self.skip_preamble()?;
         }
@@ -109,11 +132,9 @@ impl<R: BufRead> Multipart<R> {
             return Ok(None);
         }
         let range = self.part_headers()?;
+        check(&range).map_err(MultipartError::Refused)?;
         let len = range.end - range.start;
-        if len > max_part {
-            return bad(format!("part bytes {}-{} is larger than anything requested", range.start, range.end - 1));
-        }
-        let mut data = Vec::with_capacity(len as usize);
+        let mut data = buffer_for(len);
         (&mut self.r).take(len).read_to_end(&mut data).map_err(MultipartError::Io)?;
         if data.len() as u64 != len {
             return bad(format!("body ends inside part bytes {}-{}", range.start, range.end - 1));
@@ -231,7 +252,7 @@ mod tests {
             match m.next_part(1 << 20) {
                 Ok(Some(p)) => out.push(p),
                 Ok(None) => return Ok(out),
-                Err(MultipartError::Format(s)) => return Err(s),
+                Err(MultipartError::Format(s) | MultipartError::Refused(s)) => return Err(s),
                 Err(MultipartError::Io(e)) => return Err(e.to_string()),
             }
         }
@@ -265,7 +286,33 @@ mod tests {
         let other_boundary = body("C", "\r\n", &[(0, b"a")], 1);
         assert!(all(&other_boundary, "B").is_err());
         let mut m = Multipart::new(&b"--B\r\nContent-Range: bytes 0-99/100\r\n\r\n"[..], "B");
-        assert!(matches!(m.next_part(10), Err(MultipartError::Format(s)) if s.contains("larger")));
+        assert!(matches!(m.next_part(10), Err(MultipartError::Refused(s)) if s.contains("larger")));
+    }
+
+    #[test]
+    fn refused_parts_are_not_read() {
+        // A part claiming ten terabytes, then bytes without end: the check sees the claim
+        // first, and nothing after the headers is read.
+        struct Endless(u64);
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                buf.fill(0);
+                self.0 += buf.len() as u64;
+                Ok(buf.len())
+            }
+        }
+        let head = &b"--B\r\nContent-Range: bytes 0-9999999999999/*\r\n\r\n"[..];
+        let mut endless = Endless(0);
+        let mut m = Multipart::new(io::BufReader::with_capacity(64, head.chain(&mut endless)), "B");
+        let mut claimed = None;
+        let r = m.next_part_checked(|r| {
+            claimed = Some(r.clone());
+            Err("too large".into())
+        });
+        assert!(matches!(r, Err(MultipartError::Refused(s)) if s == "too large"));
+        assert_eq!(claimed, Some(0..10_000_000_000_000));
+        drop(m);
+        assert!(endless.0 <= 64, "{} bytes of the part were read", endless.0);
     }
 
     #[test]

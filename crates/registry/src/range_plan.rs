@@ -35,6 +35,17 @@ pub(crate) fn range_header(batch: &[Range<u64>], limit: usize) -> (String, usize
     (spec, n)
 }
 
+/// The most a buffer reserves before bytes arrive. Lengths come from requests and from a
+/// server's `Content-Range`; reserving them outright would make a claim cost memory before
+/// a byte of it was sent (and an absurd one abort the process). Past this, a buffer grows
+/// with the bytes that really arrive.
+pub(crate) const MAX_RESERVATION: u64 = 1 << 20;
+
+/// An empty buffer for `len` bytes still to come, reserving at most [`MAX_RESERVATION`].
+pub(crate) fn buffer_for(len: u64) -> Vec<u8> {
+    Vec::with_capacity(len.min(MAX_RESERVATION) as usize)
+}
+
 pub(crate) enum SliceError<E> {
     Io(io::Error),
     Short { at: u64, range: Range<u64> },
@@ -64,7 +75,7 @@ pub(crate) fn slice_stream<E>(
         let chunk_end = offset + n as u64;
         while next < wanted.len() && wanted[next].start < chunk_end {
             let r = wanted[next].clone();
-            active.push((r.clone(), Vec::with_capacity((r.end - r.start) as usize)));
+            active.push((r.clone(), buffer_for(r.end - r.start)));
             next += 1;
         }
         let mut i = 0;
@@ -92,6 +103,13 @@ pub(crate) fn slice_stream<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buffers_reserve_little_before_bytes_arrive() {
+        assert_eq!(buffer_for(10).capacity(), 10);
+        let b = buffer_for(10_000_000_000_000);
+        assert!(b.capacity() as u64 >= MAX_RESERVATION && (b.capacity() as u64) < 2 * MAX_RESERVATION);
+    }
 
     #[test]
     fn batches_respect_the_limit_and_feed_every_thread() {

@@ -9,11 +9,17 @@
 //! - 400, 416 or 431 for a request of several ranges (too many ranges, or a header too long):
 //!   the batch is split in two and the client's ranges-per-request limit is lowered.
 //!
-//! A part is accepted only when it lies inside the span of its request and holds at least
-//! one requested range; requested ranges an answer left out are asked for again (each
-//! answer must deliver at least one, so this ends).
+//! A 206 answer is checked part by part against its request, from each part's
+//! `Content-Range` before its bytes are read (see [`Answer`]): a part must lie inside the
+//! span of the request, start where a requested range starts and end where one ends, hold
+//! at least one requested range, and not repeat; an answer has at most one part per range
+//! asked, and its parts at most the requested bytes plus [`MERGE_ALLOWANCE`] (ranges a
+//! server merged, with the gaps between them). So what one answer makes the client read
+//! and hold is bounded by the request, whatever sizes the server claims; a single-range
+//! body longer than its `Content-Range` is an error. Requested ranges an answer left out
+//! are asked for again (each answer must deliver at least one, so this ends).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, BufReader, Read};
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -26,7 +32,14 @@ use crate::auth::Scope;
 use crate::client::{Call, Client, Response, Target, header};
 use crate::error::{RegistryError, Result};
 use crate::multipart::{self, Multipart, MultipartError};
-use crate::range_plan::{SliceError, range_header, slice_stream, split_batches};
+use crate::range_plan::{SliceError, buffer_for, range_header, slice_stream, split_batches};
+
+/// Bytes outside the requested ranges that the parts of one 206 answer may carry, when a
+/// server merges ranges into one part across the gaps between them. RFC 9110 §14.2 lets
+/// it do so for gaps "smaller than the overhead of sending multiple parts" (some 100
+/// bytes); 1 MiB is far more generous, and keeps what one answer costs at the requested
+/// bytes plus 1 MiB.
+const MERGE_ALLOWANCE: u64 = 1 << 20;
 
 /// What a ranged fetch did (how the server answered), for reports and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -238,34 +251,26 @@ impl Sink<'_> {
         self.tx.send(Ok((range, data))).map_err(|_| Stopped)
     }
 
-    /// Delivers every pending range inside `part`. Returns how many requested ranges the
-    /// part holds and how many of those were new (a range nested in another one arrives
-    /// with the bigger range's part, before its own).
-    fn part(&mut self, part: &Range<u64>, data: &[u8]) -> std::result::Result<(usize, usize), Stopped> {
+    /// Delivers every pending range inside `part` (checked by [`Answer`]); returns how many
+    /// were new (a range nested in another one arrives with the bigger range's part, before
+    /// its own).
+    fn part(&mut self, part: &Range<u64>, data: &[u8]) -> std::result::Result<usize, Stopped> {
         let first = self.pending.partition_point(|r| r.start < part.start);
-        let (mut held, mut new) = (0, 0);
+        let mut new = 0;
         for i in first..self.pending.len() {
             let r = &self.pending[i];
             if r.start >= part.end {
                 break;
             }
-            if r.end > part.end {
+            if r.end > part.end || self.delivered[i] {
                 continue;
             }
-            held += 1;
-            if !self.delivered[i] {
-                let slice = data[(r.start - part.start) as usize..(r.end - part.start) as usize].to_vec();
-                self.send(r.clone(), slice)?;
-                self.delivered[i] = true;
-                new += 1;
-            }
+            let slice = data[(r.start - part.start) as usize..(r.end - part.start) as usize].to_vec();
+            self.send(r.clone(), slice)?;
+            self.delivered[i] = true;
+            new += 1;
         }
-        Ok((held, new))
-    }
-
-    fn hull(&self) -> Range<u64> {
-        let end = self.pending.iter().map(|r| r.end).max().unwrap_or(0);
-        self.pending.first().map_or(0, |r| r.start)..end
+        Ok(new)
     }
 
     fn leftovers(&self) -> Vec<Range<u64>> {
@@ -275,6 +280,77 @@ impl Sink<'_> {
 
 /// The consumer went away (an error elsewhere): stop quietly.
 struct Stopped;
+
+/// What the parts of one 206 answer may still be, given its request. Each part is checked
+/// from its `Content-Range` before any of its bytes is read.
+struct Answer {
+    /// The ranges asked for, sorted by (start, end) and deduplicated.
+    asked: Vec<Range<u64>>,
+    /// Their ends, sorted.
+    ends: Vec<u64>,
+    /// From the first start to the last end.
+    span: Range<u64>,
+    /// Bytes in the ranges asked for.
+    requested: u64,
+    /// Bytes the parts may still carry.
+    budget: u64,
+    /// Parts received, by (start, end).
+    seen: HashSet<(u64, u64)>,
+}
+
+impl Answer {
+    fn new(asked: &[Range<u64>]) -> Answer {
+        let asked = asked.to_vec();
+        let mut ends: Vec<u64> = asked.iter().map(|r| r.end).collect();
+        ends.sort_unstable();
+        let span = asked.first().map_or(0, |r| r.start)..ends.last().copied().unwrap_or(0);
+        let requested = asked.iter().map(|r| r.end - r.start).fold(0u64, u64::saturating_add);
+        let budget = requested.saturating_add(MERGE_ALLOWANCE);
+        Answer { asked, ends, span, requested, budget, seen: HashSet::new() }
+    }
+
+    /// Whether the answer may hold `part` (`what` names it in the reason: "part" or
+    /// "Content-Range"); counts it against the answer's limits when it may.
+    fn check(&mut self, what: &str, part: &Range<u64>) -> std::result::Result<(), String> {
+        let name = format!("{what} bytes {}-{}", part.start, part.end - 1);
+        if part.start < self.span.start || part.end > self.span.end {
+            return Err(format!(
+                "{name} lies outside what was asked (bytes {}-{})",
+                self.span.start,
+                self.span.end.saturating_sub(1)
+            ));
+        }
+        let first = self.asked.partition_point(|r| r.start < part.start);
+        let holds = self.asked[first..].iter().take_while(|r| r.start < part.end).any(|r| r.end <= part.end);
+        if !holds {
+            return Err(format!("{name} holds none of the requested ranges"));
+        }
+        // A server may merge ranges, never cut into one: parts begin and end with ranges.
+        if self.asked.get(first).is_none_or(|r| r.start != part.start) {
+            return Err(format!("{name} does not start where a requested range does"));
+        }
+        if self.ends.binary_search(&part.end).is_err() {
+            return Err(format!("{name} does not end where a requested range does"));
+        }
+        if !self.seen.insert((part.start, part.end)) {
+            return Err(format!("{name} was already sent in this answer"));
+        }
+        if self.seen.len() > self.asked.len() {
+            return Err(format!("{name}: more parts than the {} ranges requested", self.asked.len()));
+        }
+        let len = part.end - part.start;
+        if len > self.budget {
+            return Err(format!(
+                "{name} is larger than what was requested ({} bytes in {} ranges, plus at most \
+                 {MERGE_ALLOWANCE} bytes of gaps where a server merges ranges)",
+                self.requested,
+                self.asked.len()
+            ));
+        }
+        self.budget -= len;
+        Ok(())
+    }
+}
 
 /// Batches to queue again, or the error that ends the fetch (`None`: stopped quietly).
 type Fetched = std::result::Result<Vec<Vec<Range<u64>>>, Option<RegistryError>>;
@@ -376,17 +452,19 @@ impl Job<'_> {
     ) -> std::result::Result<(), Option<RegistryError>> {
         let content_type = header(&resp, "content-type").unwrap_or_default();
         let content_range = header(&resp, "content-range");
-        let hull = sink.hull();
+        let content_length = header(&resp, "content-length");
+        let mut answer = Answer::new(&sink.pending);
         let mut body = BufReader::with_capacity(64 << 10, self.client.body_reader(resp));
         let mut delivered = 0;
         if let Some(boundary) = multipart::boundary(&content_type) {
             self.stats(|s| s.multipart_responses += 1);
             let mut parts = Multipart::new(&mut body, &boundary);
             loop {
-                match parts.next_part(hull.end - hull.start) {
-                    Ok(Some((range, data))) => delivered += self.accept_part(url, sink, &hull, range, &data)?,
+                match parts.next_part_checked(|r| answer.check("part", r)) {
+                    Ok(Some((range, data))) => delivered += self.deliver(sink, &range, &data)?,
                     Ok(None) => break,
                     Err(MultipartError::Io(e)) => return Err(Some(self.io(e))),
+                    Err(MultipartError::Refused(m)) => return Err(self.invalid(url, m)),
                     Err(MultipartError::Format(m)) => {
                         return Err(self.invalid(url, format!("bad multipart answer: {m}")));
                     }
@@ -397,17 +475,26 @@ impl Job<'_> {
             let cr = content_range.ok_or_else(|| self.invalid(url, "206 answer without Content-Range".into()))?;
             let (range, _) = multipart::content_range(&cr).map_err(|m| self.invalid(url, m))?;
             let range = range.ok_or_else(|| self.invalid(url, format!("206 answer with Content-Range {cr:?}")))?;
-            let len = range.end - range.start;
-            if range.start < hull.start || range.end > hull.end {
-                let reason = format!("answered bytes {}-{}, outside what was asked", range.start, range.end - 1);
+            answer.check("Content-Range", &range).map_err(|m| self.invalid(url, m))?;
+            let (len, last) = (range.end - range.start, range.end - 1);
+            if let Some(cl) = content_length
+                && cl.trim().parse::<u64>().ok() != Some(len)
+            {
+                let reason = format!("Content-Length {cl} does not match Content-Range bytes {}-{last}", range.start);
                 return Err(self.invalid(url, reason));
             }
-            let mut data = Vec::with_capacity(len as usize);
-            body.take(len).read_to_end(&mut data).map_err(|e| Some(self.io(e)))?;
+            let mut data = buffer_for(len);
+            (&mut body).take(len).read_to_end(&mut data).map_err(|e| Some(self.io(e)))?;
             if data.len() as u64 != len {
-                return Err(self.invalid(url, format!("body ends inside bytes {}-{}", range.start, range.end - 1)));
+                return Err(self.invalid(url, format!("body ends inside bytes {}-{last}", range.start)));
             }
-            delivered += self.accept_part(url, sink, &hull, range, &data)?;
+            // Whatever follows is not what was asked for: an error, not something to read
+            // to its end (which may never come).
+            if matches!(body.read(&mut [0u8; 1]), Ok(n) if n > 0) {
+                let reason = format!("the 206 answer is longer than its Content-Range bytes {}-{last}", range.start);
+                return Err(self.invalid(url, reason));
+            }
+            delivered += self.deliver(sink, &range, &data)?;
         }
         if delivered == 0 {
             return Err(self.invalid(url, "206 answer without any of the requested ranges".into()));
@@ -415,27 +502,14 @@ impl Job<'_> {
         Ok(())
     }
 
-    fn accept_part(
+    /// Hands the requested ranges inside a checked part to the caller; how many were new.
+    fn deliver(
         &self,
-        url: &str,
         sink: &mut Sink<'_>,
-        hull: &Range<u64>,
-        part: Range<u64>,
+        part: &Range<u64>,
         data: &[u8],
     ) -> std::result::Result<usize, Option<RegistryError>> {
-        if part.start < hull.start || part.end > hull.end {
-            return Err(
-                self.invalid(url, format!("part bytes {}-{} lies outside what was asked", part.start, part.end - 1))
-            );
-        }
-        let (held, new) = sink.part(&part, data).map_err(|_| None)?;
-        if held == 0 {
-            return Err(self.invalid(
-                url,
-                format!("part bytes {}-{} holds none of the requested ranges", part.start, part.end - 1),
-            ));
-        }
-        Ok(new)
+        sink.part(part, data).map_err(|_| None)
     }
 
     fn io(&self, source: io::Error) -> RegistryError {

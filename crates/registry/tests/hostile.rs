@@ -162,9 +162,12 @@ fn parts_must_match_the_requested_ranges() {
     // Outside the request's span.
     let e = fetch_error(parts(&[0..10, 2000..2010]), &asked);
     assert!(e.contains("part bytes 0-9 lies outside what was asked"), "{e}");
-    // Starting inside a requested range.
+    // Inside the span, holding no requested range.
     let e = fetch_error(parts(&[1005..1010, 2000..2010]), &asked);
-    assert!(e.contains("part bytes 1005-1009 does not start where a requested range does"), "{e}");
+    assert!(e.contains("part bytes 1005-1009 holds none of the requested ranges"), "{e}");
+    // Holding a requested range, but starting inside another one.
+    let e = fetch_error(parts(&[1000..1010, 1005..2010]), &asked);
+    assert!(e.contains("part bytes 1005-2009 does not start where a requested range does"), "{e}");
     // Holding a requested range, but ending in the gap after it.
     let e = fetch_error(parts(&[1000..1510, 2000..2010]), &asked);
     assert!(e.contains("part bytes 1000-1509 does not end where a requested range does"), "{e}");
@@ -237,6 +240,27 @@ fn endless_manifests_tokens_and_error_bodies_are_cut_off() {
     assert!(matches!(e, RegistryError::ManifestUnknown { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(msg.contains("registry said: no such manifest blah") && msg.len() < 1000, "{msg}");
+
+    // An index whose linux/amd64 entry declares a terabyte: refused without fetching it.
+    let huge = Sha256Digest::of(b"huge");
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{huge}","size":1099511627776,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+        strata_oci::media::IMAGE_INDEX,
+        strata_oci::media::IMAGE_MANIFEST
+    );
+    let server = Server::start(move |req: HttpRequest| {
+        if req.target.ends_with("/manifests/v1") {
+            HttpResponse::new(200).with_header("Content-Type", strata_oci::media::IMAGE_INDEX).with_body(index.clone())
+        } else {
+            manifest()
+        }
+    });
+    let c = client(server.addr(), &auth);
+    let reference = strata_registry::Reference::parse(&format!("{}/hostile/app:v1", server.addr())).unwrap();
+    let e = within_a_minute("resolve", move || c.resolve(&reference)).unwrap_err();
+    assert!(matches!(e, RegistryError::ManifestTooLarge { .. }), "{e:?}");
+    assert!(e.to_string().contains(&huge.to_string()), "{e}");
+    assert_eq!(server.request_count(), 1, "the manifest was not fetched");
 
     // A token server whose answer never ends.
     let token_server = answering(HttpResponse::new(200).with_body(r#"{"token":""#).with_stream(b"t", None));
