@@ -1,6 +1,6 @@
 //! Extraction of a layer tar stream into a directory that no entry can escape.
 //!
-//! [`apply`] reads a layer with [`TarReader`] (so an optional [`TarOut`] tap sees the exact
+//! [`apply`] reads a layer with [`TarReader`](crate::parse::TarReader) (so an optional [`TarOut`] tap sees the exact
 //! stream: the store computes the DiffID and records tar-split while importing) and creates
 //! every entry relative to the root directory's fd:
 //!
@@ -22,14 +22,32 @@
 //!   and is not a directory is an error.
 //! - Duplicate entries (the same normalized path twice) are errors, directories included:
 //!   GNU tar, Go's archive/tar and the rootfs tars we tested never repeat one.
+//! - More than [`ApplyOptions::max_entries`] entries (default [`DEFAULT_MAX_ENTRIES`]) are
+//!   an error: a path is kept per entry until the end of the layer (about 150 bytes).
 //! - Hardlinks must name an earlier non-directory entry of the same layer.
 //! - Whiteouts, see [`WhiteoutMode`]. `.wh.` names that are not a valid whiteout (`.wh.`,
 //!   `.wh..`, `.wh...`, a `.wh.` component used as a directory) are errors; other
 //!   `.wh..wh.` names (AUFS metadata such as `.wh..wh.plnk`) are skipped, as containerd and
-//!   containers/storage do.
+//!   containers/storage do. A whiteout or opaque marker must be an empty regular file ("an
+//!   empty file", the OCI image spec says) or a hardlink (AUFS-era Docker wrote whiteouts
+//!   so); no marker, skipped AUFS metadata included, may carry data
+//!   ([`ApplyError::MarkerData`]): nothing is created to keep it, so the layer could not be
+//!   exported again from its tar-split. A marker's xattrs are not applied.
+//! - **A layer may white out a path and create it too**, in either order: the OCI image spec
+//!   says whiteouts "MUST only apply to resources in lower/parent layers" (the layer's own
+//!   entries stay) and asks writers to put whiteouts before sibling entries (`.wh.opt`,
+//!   then `opt/`). The path ends up as the layer's object, without what lower layers had
+//!   there. OCI mode deletes only lower
+//!   content; overlay mode writes the object and, if it is a directory, makes it opaque,
+//!   and reports the object (and [`Applied::Opaque`]), never [`Applied::Whiteout`].
 //! - xattrs in the `trusted.overlay.` / `user.overlay.` namespaces are errors (a redirect
-//!   would point anywhere). In overlay mode a `0/0` character device is an error (it would
-//!   read as a whiteout); other devices follow [`DevicePolicy`].
+//!   would point anywhere). `security.*` xattrs other than `security.capability` (SELinux
+//!   labels, IMA/EVM) are not applied by default ([`SecurityXattrs`]); entries are reported
+//!   with the xattrs that were applied, and the tar-split keeps the raw headers, so the
+//!   layer still exports byte for byte. In overlay mode a `0/0` character device is an
+//!   error (it would read as a whiteout); other devices follow [`DevicePolicy`].
+//! - uid and gid 4294967295 (`(uid_t)-1`, "no change" to chown) are parse errors: no file
+//!   can be given that owner, so the entry could never match its file.
 //! - Ownership is set when [`ApplyOptions::chown`] (default: running as root); then xattrs
 //!   (after chown, which clears `security.capability`), then the mode (after chown, which
 //!   clears setuid/setgid), then atime = mtime with nanoseconds. Hardlink entries share their
@@ -63,8 +81,9 @@ pub enum WhiteoutMode {
     /// The result is an overlayfs lower directory (a store layer directory; start empty):
     /// `.wh.NAME` becomes a `0/0` character device NAME, `.wh..wh..opq` becomes the xattr
     /// `<prefix>opaque=y` on its directory, nothing is deleted. A whiteout of a path this
-    /// layer also creates marks it replaced: a directory becomes opaque, a non-directory
-    /// needs nothing.
+    /// layer also creates (before or after the whiteout) leaves the layer's object there:
+    /// a directory becomes opaque, a non-directory hides the lower one by itself. Markers
+    /// are reported after the last entry, once per path, as they ended up: see [`Applied`].
     Overlay,
 }
 
@@ -94,6 +113,37 @@ impl OverlayXattrs {
     }
 }
 
+/// Which `security.*` xattrs of a layer are applied. The namespace belongs to the host's
+/// security modules; only file capabilities are image content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityXattrs {
+    /// The default: `security.capability` is applied, every other `security.*` xattr is not:
+    /// SELinux (and SMACK) labels come from the runtime and the host's policy, as in
+    /// containers/storage, which ignores an image's `security.selinux`; `security.ima` and
+    /// `security.evm` are appraised against the host's keys and policy, where an image's
+    /// values can only deny access or claim a measurement the host did not make. Xattrs of
+    /// other namespaces are not affected.
+    CapabilityOnly,
+    /// Every `security.*` xattr as the layer gives it (a trusted source, or a host where
+    /// the image's labels are wanted).
+    All,
+}
+
+impl SecurityXattrs {
+    /// Whether xattr `name` of a layer entry is applied.
+    pub fn applies(self, name: &str) -> bool {
+        match self {
+            SecurityXattrs::All => true,
+            SecurityXattrs::CapabilityOnly => !name.starts_with("security.") || name == "security.capability",
+        }
+    }
+}
+
+/// Default of [`ApplyOptions::max_entries`]: far more than real layers have, and about
+/// 0.6 GiB of extraction state at the ~150 bytes per entry measured for paths of ordinary
+/// length (`tests/apply_limits.rs`; more for whiteouts, about 300).
+pub const DEFAULT_MAX_ENTRIES: u64 = 4_000_000;
+
 /// Options of [`apply`].
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -103,17 +153,27 @@ pub struct ApplyOptions {
     pub chown: bool,
     /// Namespace of the opaque xattr written in [`WhiteoutMode::Overlay`].
     pub overlay_xattrs: OverlayXattrs,
+    /// Which `security.*` xattrs are applied. Entries are reported with the xattrs that
+    /// were applied; the tar-split keeps the raw headers, so the layer exports unchanged.
+    pub security_xattrs: SecurityXattrs,
+    /// Most tar entries (every header: files, directories, links, markers) one layer may
+    /// have ([`ApplyError::TooManyEntries`]). `apply` keeps a path per entry until the end
+    /// (duplicates, hardlink targets, what a whiteout may delete), so this bounds its memory.
+    pub max_entries: u64,
     pub limits: Limits,
 }
 
 impl ApplyOptions {
-    /// Devices allowed, chown when root, trusted overlay xattrs, default limits.
+    /// Devices allowed, chown when root, trusted overlay xattrs, only `security.capability`
+    /// of the `security.*` xattrs, [`DEFAULT_MAX_ENTRIES`], default limits.
     pub fn new(whiteouts: WhiteoutMode) -> Self {
         ApplyOptions {
             whiteouts,
             devices: DevicePolicy::Allow,
             chown: nix::unistd::geteuid().is_root(),
             overlay_xattrs: OverlayXattrs::Trusted,
+            security_xattrs: SecurityXattrs::CapabilityOnly,
+            max_entries: DEFAULT_MAX_ENTRIES,
             limits: Limits::default(),
         }
     }
@@ -142,16 +202,27 @@ impl ContentWriter for CopyContent {
     }
 }
 
-/// What [`apply`] did, reported to the observer as it happens.
+/// What [`apply`] did, reported to the observer: entries as they are created, in stream
+/// order; in [`WhiteoutMode::Overlay`] the markers after the last entry (a later entry may
+/// still replace a whiteout), so that every path is reported once as what it ended up as:
+/// at most one `Entry` (an `ImplicitDir` before it if the directory was needed earlier),
+/// at most one `Opaque`, and a `Whiteout` only where the layer has no object.
+///
+/// Marker entries (`entry` of `Whiteout` and `Opaque`) are reported normalized, as the
+/// empty regular files the spec says they are (kind file, no link target, no xattrs).
 #[derive(Debug)]
 pub enum Applied<'a, O> {
     /// A layer entry was created with this final metadata (for files, with what the content
-    /// writer returned). Directory modes and mtimes are only set at the end of the layer.
+    /// writer returned; xattrs as applied, see [`SecurityXattrs`]). Directory modes and
+    /// mtimes are only set at the end of the layer.
     Entry { entry: &'a Entry, content: Option<O> },
-    /// `.wh.NAME` (the whiteout entry itself is `entry`): `target` was deleted (OCI mode; a
-    /// no-op if it did not exist) or marked with a whiteout device / made opaque (overlay).
+    /// `.wh.NAME` (the whiteout entry itself is `entry`): `target` was deleted (OCI mode, as
+    /// it happens; a no-op if it did not exist) or is a whiteout device (overlay, at the
+    /// end; never for a path this layer also creates).
     Whiteout { entry: &'a Entry, target: &'a RelPath },
-    /// `.wh..wh..opq` (`entry`): `dir` was emptied of lower content (OCI) or marked opaque.
+    /// `dir` was emptied of lower content (OCI, as it happens: `entry` is `.wh..wh..opq`)
+    /// or is opaque (overlay, at the end, once per directory: `entry` is the
+    /// `.wh..wh..opq` or the `.wh.NAME` of a directory this layer also creates).
     Opaque { entry: &'a Entry, dir: &'a RelPath },
     /// A parent directory the layer does not contain was created (0755, mtime 0).
     ImplicitDir { path: &'a RelPath },
@@ -166,7 +237,9 @@ pub struct ApplyStats {
     pub entries: u64,
     pub files: u64,
     pub file_bytes: u64,
+    /// `.wh.NAME` entries.
     pub whiteouts: u64,
+    /// `.wh..wh..opq` entries.
     pub opaque_dirs: u64,
     pub implicit_dirs: u64,
     pub skipped: u64,
@@ -211,6 +284,12 @@ pub enum ApplyError {
     OverlayXattr { entry: RelPath, xattr: String },
     #[error("layer entry {entry:?} is not a valid whiteout: {reason}")]
     BadWhiteout { entry: RelPath, reason: &'static str },
+    #[error(
+        "layer entry {entry:?} is {what} with {size} bytes of data: markers must be empty (nothing keeps their data, so the layer could not be exported again)"
+    )]
+    MarkerData { entry: RelPath, what: &'static str, size: u64 },
+    #[error("layer entry {entry:?}: the layer has more than {limit} entries")]
+    TooManyEntries { entry: RelPath, limit: u64 },
     #[error("layer entry {entry:?}: the content writer failed: {source}")]
     Content {
         entry: RelPath,
@@ -230,7 +309,8 @@ pub enum ApplyError {
 /// Extracts the layer tar `layer` into the directory `root`; see the module docs.
 ///
 /// `content` writes regular files' data; `tap` (optional) receives the exact stream;
-/// `observer` is called for everything applied, in stream order (return an error to stop).
+/// `observer` is called for everything applied, in the order [`Applied`] describes (return
+/// an error to stop).
 pub fn apply<R: Read, W: ContentWriter>(
     root: &Path,
     layer: R,

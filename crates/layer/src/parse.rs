@@ -7,13 +7,13 @@
 //!   [`HeaderParser::feed`], and account for payload bytes with [`HeaderParser::payload`]
 //!   without showing them. It returns one [`Header`] per entry and [`Parsed::End`] at the
 //!   end-of-archive marker. It never allocates more than [`Limits::max_extension`] per entry.
-//! - [`HeaderTracker`]: a [`TarOut`] that runs a `HeaderParser` over a `TarOut` call stream
+//! - [`HeaderTracker`]: a [`TarOut`](crate::TarOut) that runs a `HeaderParser` over a `TarOut` call stream
 //!   (segments = non-payload bytes, file_data = payload) and exposes the [`Header`] of the
 //!   entry whose payload is being written. Use it to learn entry metadata from a stream
 //!   someone else produces (e.g. a zstd:chunked writer building its TOC): forward every
 //!   `TarOut` call to it, and after `file_begin` read [`HeaderTracker::current`].
 //! - [`TarReader`]: reads a tar from any `impl Read`, passes the exact byte stream to a
-//!   [`TarOut`] tap (segments, `file_begin`/`file_data`/`file_end` for every entry, padding,
+//!   [`TarOut`](crate::TarOut) tap (segments, `file_begin`/`file_data`/`file_end` for every entry, padding,
 //!   trailer and anything after the trailer), and hands out entries and their payload.
 //!
 //! # What is accepted
@@ -29,6 +29,7 @@
 //! # What is rejected, with a [`ParseError`] naming the byte offset and the entry
 //!
 //! Bad checksums, non-numeric or overflowing numbers, uid/gid/device numbers beyond u32,
+//! uid/gid 4294967295 (`(uid_t)-1`, "no change" to chown: no file can be given it),
 //! names that are absolute or contain `..` ([`strata_types::RelPath`]), hardlink targets
 //! likewise, GNU sparse files (`S` and `GNU.sparse.*`), every other typeflag (POSIX would
 //! read unknown types as regular files; a layer that relies on that is not one we can
@@ -122,6 +123,10 @@ pub enum ParseError {
     BadNumber { offset: u64, name: String, field: &'static str, raw: String },
     #[error("tar header at byte {offset} (name {name:?}): {field} {value} is out of range")]
     OutOfRange { offset: u64, name: String, field: &'static str, value: String },
+    #[error(
+        "tar entry {name:?} at byte {offset}: {field} 4294967295 is (uid_t)-1, which chown reads as \"leave unchanged\": no file can have that owner"
+    )]
+    UnsetOwner { offset: u64, name: String, field: &'static str },
     #[error("extension header '{typeflag}' at byte {offset} announces {size} bytes; the limit is {limit}")]
     ExtensionTooLarge { offset: u64, typeflag: char, size: u64, limit: u64 },
     #[error("two '{typeflag}' extension headers for the same entry (the second at byte {offset})")]

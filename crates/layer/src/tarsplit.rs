@@ -23,6 +23,7 @@ mod json;
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::hash::{BuildHasher, RandomState};
 use std::io::{self, BufRead, Write};
 use std::os::unix::fs::FileExt;
 
@@ -92,6 +93,25 @@ fn dedup_key(name: &[u8]) -> Vec<u8> {
     RelPath::new(name).map(|p| p.as_bytes().to_vec()).unwrap_or_else(|_| name.to_vec())
 }
 
+/// The names seen, for duplicate detection, in 16 bytes (plus the set's slot) per name
+/// whatever its length: a 128-bit hash of the normalized name, from two SipHash instances
+/// with random keys. A layer cannot be made to collide without the keys; by chance, two of
+/// 4 million names collide with a probability below 2^-80 (and would only be refused).
+#[derive(Debug, Default)]
+struct NameSet {
+    keys: (RandomState, RandomState),
+    seen: HashSet<u128>,
+}
+
+impl NameSet {
+    /// False if `name` (normalized) was inserted before.
+    fn insert(&mut self, name: &[u8]) -> bool {
+        let key = dedup_key(name);
+        let (a, b) = (self.keys.0.hash_one(&key), self.keys.1.hash_one(&key));
+        self.seen.insert(u128::from(a) << 64 | u128::from(b))
+    }
+}
+
 /// Largest segment kept in memory before it is written out as a record of its own (only
 /// reached by data after the end-of-archive marker; headers are bounded by parse limits).
 const MAX_PENDING: usize = 4 << 20;
@@ -115,7 +135,7 @@ pub struct TarSplitRecorder<W: Write> {
     pending: Vec<u8>,
     file: Option<OpenFile>,
     last_padding: u64,
-    seen: HashSet<Vec<u8>>,
+    seen: NameSet,
     bytes: u64,
 }
 
@@ -134,7 +154,7 @@ impl<W: Write> TarSplitRecorder<W> {
             pending: Vec::new(),
             file: None,
             last_padding: 0,
-            seen: HashSet::new(),
+            seen: NameSet::default(),
             bytes: 0,
         }
     }
@@ -193,7 +213,7 @@ impl<W: Write> TarOut for TarSplitRecorder<W> {
         if self.file.is_some() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "tar-split: file_begin inside a file"));
         }
-        if !self.seen.insert(dedup_key(name)) {
+        if !self.seen.insert(name) {
             return Err(io::Error::new(io::ErrorKind::InvalidData, TarSplitError::Duplicate { name: lossy(name) }));
         }
         self.flush_pending()?;
@@ -228,14 +248,14 @@ impl<W: Write> TarOut for TarSplitRecorder<W> {
 
 /// Reads tar-split records one line at a time, in bounded memory (a line longer than the
 /// limit is an error). Duplicate file names are errors, as in tar-split's own reader (this
-/// keeps one normalized name per file in memory).
+/// keeps a 16-byte hash of each file's normalized name in memory).
 #[derive(Debug)]
 pub struct RecordReader<R> {
     r: R,
     line: u64,
     max_record: usize,
     buf: Vec<u8>,
-    seen: HashSet<Vec<u8>>,
+    seen: NameSet,
     done: bool,
 }
 
@@ -246,7 +266,7 @@ impl<R: BufRead> RecordReader<R> {
     }
 
     pub fn with_max_record(r: R, max_record: usize) -> Self {
-        RecordReader { r, line: 0, max_record, buf: Vec::new(), seen: HashSet::new(), done: false }
+        RecordReader { r, line: 0, max_record, buf: Vec::new(), seen: NameSet::default(), done: false }
     }
 
     /// Reads the next line into `buf` (without its newline); false at EOF.
@@ -289,7 +309,7 @@ impl<R: BufRead> RecordReader<R> {
             let record =
                 json::decode(&self.buf).map_err(|reason| TarSplitError::BadRecord { line: self.line, reason })?;
             if let Record::File { name, .. } = &record
-                && !self.seen.insert(dedup_key(name))
+                && !self.seen.insert(name)
             {
                 return Err(TarSplitError::Duplicate { name: lossy(name) });
             }

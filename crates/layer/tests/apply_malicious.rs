@@ -177,6 +177,33 @@ fn cases(s: &Sandbox) -> Vec<Case> {
             nothing,
             |e| matches!(e, ApplyError::ThroughSymlink { .. }),
         ),
+        // Markers that could not be exported again, or mean different things to different tools.
+        case("whiteout with data", t().file(".wh.f", b"data").finish(), overlay, nothing, |e| {
+            matches!(e, ApplyError::MarkerData { size: 4, .. })
+        }),
+        case("opaque marker with data", t().file("d/.wh..wh..opq", b"data").finish(), oci, nothing, |e| {
+            matches!(e, ApplyError::MarkerData { size: 4, .. })
+        }),
+        case(
+            "AUFS metadata with data",
+            t().file(".wh..wh.plnk/1.2", b"data").finish(),
+            overlay,
+            nothing,
+            |e| matches!(e, ApplyError::MarkerData { entry, .. } if entry.as_bytes() == b".wh..wh.plnk/1.2"),
+        ),
+        case("symlink whiteout", t().symlink(".wh.s", "../outside").finish(), overlay, nothing, |e| {
+            matches!(e, ApplyError::BadWhiteout { .. })
+        }),
+        case("directory opaque marker", t().dir("d/.wh..wh..opq").finish(), overlay, nothing, |e| {
+            matches!(e, ApplyError::BadWhiteout { .. })
+        }),
+        // Owners no file can have.
+        case("uid -1", file_with(b"f", &[("uid", b"4294967295")]), overlay, nothing, |e| {
+            matches!(e, ApplyError::Parse(ParseError::UnsetOwner { field: "uid", .. }))
+        }),
+        case("gid -1", file_with(b"f", &[("gid", b"4294967295")]), oci, nothing, |e| {
+            matches!(e, ApplyError::Parse(ParseError::UnsetOwner { field: "gid", .. }))
+        }),
         // Devices and overlay markers.
         case("0/0 char device in overlay mode", t().chardev("fake-whiteout", 0, 0).finish(), overlay, nothing, |e| {
             matches!(e, ApplyError::WhiteoutDevice { .. })

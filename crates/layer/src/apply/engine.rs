@@ -12,7 +12,7 @@ use nix::sys::stat::{Mode, SFlag};
 use strata_types::{Entry, EntryKind, RelPath, Timestamp};
 
 use super::fsops::{self, leaf, os};
-use super::whiteout::{Name, classify};
+use super::whiteout::{Name, Standing, check_marker, classify, marker_entry};
 use super::{Applied, ApplyError, ApplyOptions, ApplyStats, ContentWriter, DevicePolicy, WhiteoutMode};
 use crate::TarOut;
 use crate::parse::{Discard, TarReader};
@@ -24,8 +24,6 @@ pub(super) enum Origin {
     Entry(EntryKind),
     /// A missing parent directory created for a layer entry.
     Implicit,
-    /// An overlay whiteout device created for `.wh.NAME`.
-    Whiteout,
 }
 
 /// What a directory's mode and mtime become at the end.
@@ -42,15 +40,30 @@ pub(super) enum DirFinal {
 
 pub(super) type Observer<'o, O> = &'o mut dyn FnMut(Applied<'_, O>) -> io::Result<()>;
 
+/// Memory: per entry that creates something, one path and a 2-byte value in `layer`
+/// (duplicate names are found there too, so no other set of every name is kept);
+/// directories also have a `dirs` slot; markers their name in `markers`, and in overlay
+/// mode their target (plus 28 bytes) or opaque directory (plus the entry) until the end.
+/// Measured by `tests/apply_limits.rs`; [`ApplyOptions::max_entries`] bounds all of it.
 pub(super) struct Applier<'o, O> {
     pub(super) root: OwnedFd,
     pub(super) opts: &'o ApplyOptions,
     pub(super) observer: Observer<'o, O>,
-    /// Every tar entry path seen (duplicates are errors).
-    pub(super) seen: HashSet<RelPath>,
-    /// Everything this extraction created, in tree order (subtrees are contiguous ranges).
+    /// Tar entries read so far (every header, markers included).
+    pub(super) headers: u64,
+    /// Names of the marker entries seen (`.wh.*`, AUFS metadata): duplicates are errors.
+    /// Entries that create something are found again in `layer`.
+    pub(super) markers: HashSet<RelPath>,
+    /// Every object this extraction created, in tree order (subtrees are contiguous ranges).
     pub(super) layer: BTreeMap<RelPath, Origin>,
     pub(super) dirs: BTreeMap<RelPath, DirFinal>,
+    /// Overlay mode: whiteout devices standing, by target, with the (normalized) `.wh.`
+    /// entry. Reported after the last entry, because a later entry of the layer may still
+    /// create the path (then the whiteout is gone, and the path is the entry's).
+    pub(super) whiteouts: BTreeMap<RelPath, Standing>,
+    /// Overlay mode: directories made opaque, with the marker entry that did it (an opaque
+    /// marker, or a whiteout of a directory this layer creates). Reported once each, at the end.
+    pub(super) opaque: BTreeMap<RelPath, Entry>,
     /// The last parent directory opened.
     pub(super) cache: Option<(RelPath, Rc<OwnedFd>)>,
     pub(super) stats: ApplyStats,
@@ -80,9 +93,12 @@ pub(super) fn run<R: Read, W: ContentWriter>(
         root: root_fd,
         opts,
         observer,
-        seen: HashSet::new(),
+        headers: 0,
+        markers: HashSet::new(),
         layer: BTreeMap::new(),
         dirs: BTreeMap::new(),
+        whiteouts: BTreeMap::new(),
+        opaque: BTreeMap::new(),
         cache: None,
         stats: ApplyStats::default(),
     };
@@ -90,6 +106,7 @@ pub(super) fn run<R: Read, W: ContentWriter>(
         a.entry(h.entry, &mut reader, content)?;
     }
     a.finish()?;
+    a.report_markers()?;
     a.stats.stream_bytes = reader.offset();
     Ok(a.stats)
 }
@@ -110,21 +127,49 @@ impl<O> Applier<'_, O> {
         content: &mut W,
     ) -> Result<(), ApplyError> {
         let path = entry.path.clone();
+        self.headers += 1;
+        if self.headers > self.opts.max_entries {
+            return Err(ApplyError::TooManyEntries { entry: path, limit: self.opts.max_entries });
+        }
         if let Some(x) = entry.xattrs.keys().find(|k| is_overlay_xattr(k)) {
             return Err(ApplyError::OverlayXattr { entry: path, xattr: x.clone() });
         }
-        if !self.seen.insert(path.clone()) {
-            return Err(ApplyError::Duplicate { entry: path });
+        let name = classify(&path)?;
+        if !matches!(name, Name::Plain) {
+            if !self.markers.insert(path.clone()) {
+                return Err(ApplyError::Duplicate { entry: path });
+            }
+            check_marker(&entry, &name)?;
         }
-        match classify(&path)? {
+        match name {
+            Name::Plain => {
+                let mut entry = entry;
+                // Dropped xattrs stay in the tar-split (raw headers): the layer exports unchanged.
+                entry.xattrs.retain(|k, _| self.opts.security_xattrs.applies(k));
+                self.create(entry, reader, content)
+            }
             Name::Skip => {
                 self.stats.skipped += 1;
                 self.observe(&path, Applied::Skipped { entry: &entry })
             }
-            Name::Opaque(dir) => self.opaque(&entry, dir),
-            Name::Whiteout(target) => self.whiteout(&entry, target),
-            Name::Plain => self.create(entry, reader, content),
+            Name::Opaque(dir) => self.opaque(marker_entry(entry), dir),
+            Name::Whiteout(target) => self.whiteout(marker_entry(entry), target),
         }
+    }
+
+    /// Overlay mode: the markers that survived the layer, once per path, opaque directories
+    /// first; each set in tree order.
+    fn report_markers(&mut self) -> Result<(), ApplyError> {
+        let opaque = std::mem::take(&mut self.opaque);
+        for (dir, entry) in &opaque {
+            self.observe(&entry.path, Applied::Opaque { entry, dir })?;
+        }
+        let whiteouts = std::mem::take(&mut self.whiteouts);
+        for (target, standing) in &whiteouts {
+            let entry = standing.entry(target);
+            self.observe(&entry.path, Applied::Whiteout { entry: &entry, target })?;
+        }
+        Ok(())
     }
 
     /// Records `dir`'s mtime before this extraction first changes its contents.
@@ -181,16 +226,16 @@ impl<O> Applier<'_, O> {
                     if st.as_ref().is_some_and(fsops::is_symlink) {
                         return Err(ApplyError::ThroughSymlink { entry: entry.clone(), symlink: next });
                     }
-                    if self.layer.get(&next) != Some(&Origin::Whiteout) {
+                    let Some(whiteout) = self.whiteouts.remove(&next) else {
                         return Err(ApplyError::NotADirectory { entry: entry.clone(), parent: next });
-                    }
+                    };
                     // Overlay: a directory whited out earlier in this layer is recreated,
                     // opaque, since everything below it in the lowers is gone.
                     self.touch(&prefix, fd.as_fd())?;
                     nix::unistd::unlinkat(fd.as_fd(), os(comp), nix::unistd::UnlinkatFlags::NoRemoveDir)
                         .map_err(io_err(entry, "remove a whiteout device"))?;
                     let d = self.make_implicit(fd.as_fd(), &prefix, &next)?;
-                    self.set_opaque(&next)?;
+                    self.mark_opaque(&next, whiteout.entry(&next))?;
                     d
                 }
                 Err(e) => return Err(io_err(entry, "open a parent directory")(e)),
@@ -243,10 +288,17 @@ impl<O> Applier<'_, O> {
         let pfd = parent.as_fd();
         let name = leaf(path);
 
-        // What is already there: a lower object (OCI), an implicit parent, a whiteout device.
+        // Overlay: a whiteout device of this layer gives way to the entry; it only hid lower
+        // content, which the entry hides too (a directory by being opaque).
+        let whiteout = self.whiteouts.remove(path);
+        if whiteout.is_some() {
+            self.touch(&parent_path, pfd)?;
+            nix::unistd::unlinkat(pfd, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+                .map_err(io_err(path, "remove a whiteout device"))?;
+        }
+        // What is already there: a lower object (OCI), an implicit parent.
         let existing = fsops::lstat_at(pfd, name).map_err(io_err(path, "lstat"))?;
         let mut reuse_dir = false;
-        let mut make_opaque = false;
         match (self.layer.get(path).copied(), existing) {
             (Some(Origin::Entry(_)), _) => return Err(ApplyError::Duplicate { entry: path.clone() }),
             (Some(Origin::Implicit), _) if kind == EntryKind::Dir => reuse_dir = true,
@@ -255,12 +307,6 @@ impl<O> Applier<'_, O> {
                     entry: path.clone(),
                     reason: "it replaces a directory that holds earlier entries of this layer".into(),
                 });
-            }
-            (Some(Origin::Whiteout), _) => {
-                self.touch(&parent_path, pfd)?;
-                nix::unistd::unlinkat(pfd, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
-                    .map_err(io_err(path, "remove a whiteout device"))?;
-                make_opaque = kind == EntryKind::Dir;
             }
             (None, Some(st)) if kind == EntryKind::Dir && fsops::is_dir(&st) => reuse_dir = true,
             (None, Some(_)) => {
@@ -282,7 +328,12 @@ impl<O> Applier<'_, O> {
 
         let mut outcome = None;
         match kind {
-            EntryKind::Dir => self.make_dir(&entry, pfd, reuse_dir, make_opaque)?,
+            EntryKind::Dir => {
+                self.make_dir(&entry, pfd, reuse_dir)?;
+                if let Some(whiteout) = whiteout {
+                    self.mark_opaque(path, whiteout.entry(path))?;
+                }
+            }
             EntryKind::File => {
                 let file = fsops::create_file(pfd, name).map_err(io_err(path, "create"))?;
                 let written = content.write(&entry, &file, &mut reader.payload()).map_err(|source| {
@@ -339,7 +390,7 @@ impl<O> Applier<'_, O> {
         self.observe(path, Applied::Entry { entry: &entry, content: outcome })
     }
 
-    fn make_dir(&mut self, entry: &Entry, parent: BorrowedFd<'_>, reuse: bool, opaque: bool) -> Result<(), ApplyError> {
+    fn make_dir(&mut self, entry: &Entry, parent: BorrowedFd<'_>, reuse: bool) -> Result<(), ApplyError> {
         let path = &entry.path;
         let name = leaf(path);
         if !reuse {
@@ -348,12 +399,7 @@ impl<O> Applier<'_, O> {
         let dir = fsops::open_beneath(parent, name.as_encoded_bytes(), OFlag::O_RDONLY | OFlag::O_DIRECTORY)
             .map(std::fs::File::from)
             .map_err(io_err(path, "open"))?;
-        self.dir_metadata(entry, &dir, reuse)?;
-        if opaque {
-            fsops::set_xattr_fd(&dir, self.opts.overlay_xattrs.opaque_name(), b"y")
-                .map_err(io_err(path, "set the opaque xattr"))?;
-        }
-        Ok(())
+        self.dir_metadata(entry, &dir, reuse)
     }
 
     /// Owner and xattrs now; mode and mtime at the end.
@@ -363,7 +409,10 @@ impl<O> Applier<'_, O> {
             fsops::chown_fd(dir.as_fd(), entry.uid, entry.gid).map_err(io_err(path, "chown"))?;
         }
         if existing {
-            fsops::sync_xattrs_fd(dir, &entry.xattrs, is_overlay_xattr).map_err(io_err(path, "set xattrs"))?;
+            // What the layer may not set (overlay markers, host security labels) stays as is.
+            let policy = self.opts.security_xattrs;
+            fsops::sync_xattrs_fd(dir, &entry.xattrs, |k| is_overlay_xattr(k) || !policy.applies(k))
+                .map_err(io_err(path, "set xattrs"))?;
         } else {
             for (k, v) in &entry.xattrs {
                 fsops::set_xattr_fd(dir, k, v).map_err(io_err(path, "set an xattr"))?;
@@ -379,6 +428,9 @@ impl<O> Applier<'_, O> {
                 entry: entry.path.clone(),
                 reason: "the root entry must be a directory".into(),
             });
+        }
+        if self.layer.contains_key(&entry.path) {
+            return Err(ApplyError::Duplicate { entry: entry.path.clone() });
         }
         let dir = fsops::open_dir_rd(self.root.as_fd(), b"").map_err(io_err(&entry.path, "open the root"))?;
         self.dir_metadata(entry, &dir, true)?;

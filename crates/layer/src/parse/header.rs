@@ -103,6 +103,17 @@ fn to_u32(v: u64, fields: &RawHeader<'_>, offset: u64, field: &'static str) -> R
     u32::try_from(v).map_err(|_| fields.out_of_range(offset, field, v))
 }
 
+/// A uid or gid: a u32 other than `u32::MAX`, which is `(uid_t)-1`: chown reads it as "leave
+/// unchanged" and the kernel never gives it to a file, so an entry owned by it could never
+/// be extracted as it says (the extracted file would keep the extracting user, and every
+/// later comparison of the file with its entry would fail).
+fn owner_id(v: u64, fields: &RawHeader<'_>, offset: u64, field: &'static str, name: &str) -> Result<u32, ParseError> {
+    match to_u32(v, fields, offset, field)? {
+        u32::MAX => Err(ParseError::UnsetOwner { offset, name: name.to_owned(), field }),
+        id => Ok(id),
+    }
+}
+
 pub(super) fn build_header(fields: &RawHeader<'_>, offset: u64, pending: Pending) -> Result<Header, ParseError> {
     let start = pending.start.unwrap_or(offset);
     let pax = pending.pax.unwrap_or_default();
@@ -160,8 +171,8 @@ pub(super) fn build_header(fields: &RawHeader<'_>, offset: u64, pending: Pending
 
     let mut entry = Entry::new(path, kind);
     entry.mode = mode;
-    entry.uid = to_u32(uid, fields, offset, "uid")?;
-    entry.gid = to_u32(gid, fields, offset, "gid")?;
+    entry.uid = owner_id(uid, fields, offset, "uid", &name)?;
+    entry.gid = owner_id(gid, fields, offset, "gid", &name)?;
     entry.mtime = mtime;
     entry.xattrs = pax.xattrs.into_iter().collect();
 

@@ -172,3 +172,18 @@ fn v7_headers_and_trailing_slash_directories() {
     let Some(Parsed::Header(h)) = parsed else { panic!() };
     assert_eq!((h.entry.kind, h.entry.mode, h.entry.path.as_bytes()), (EntryKind::Dir, 0o755, &b"dir"[..]));
 }
+
+#[test]
+fn owner_minus_one_is_rejected_and_minus_two_is_not() {
+    for (key, field) in [("uid", "uid"), ("gid", "gid")] {
+        let mut stream = extension(b"PaxHeaders/f", b'x', &fields::pax_record(key, b"4294967295"));
+        stream.extend_from_slice(&block(b"f", b'0', 0));
+        let err = feed_all(&mut HeaderParser::default(), &stream).unwrap_err();
+        assert!(matches!(&err, ParseError::UnsetOwner { field: f, name, .. } if *f == field && name == "f"), "{err}");
+    }
+    let mut stream = extension(b"PaxHeaders/f", b'x', &fields::pax_record("uid", b"4294967294"));
+    stream.extend_from_slice(&block(b"f", b'0', 0));
+    let out = feed_all(&mut HeaderParser::default(), &stream).unwrap();
+    let Parsed::Header(h) = &out[0] else { panic!() };
+    assert_eq!(h.entry.uid, 4294967294);
+}
