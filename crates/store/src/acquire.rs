@@ -11,10 +11,10 @@ use std::path::Path;
 use strata_types::{LayerId, Sha256Digest};
 
 use crate::claims::Claim;
-use crate::ingest::Bytes;
+use crate::ingest::{Bytes, Ingested};
 use crate::owner::{Tx, TxOk};
 use crate::pins::Pins;
-use crate::publish::{PublishTx, StagedLayer};
+use crate::publish::PublishTx;
 use crate::staging::Staging;
 use crate::{Progress, Store, StoreError};
 
@@ -88,7 +88,7 @@ impl Store {
         ingest: F,
     ) -> Result<Acquired, StoreError>
     where
-        F: Fn(usize, &Path) -> Result<(StagedLayer, Bytes), StoreError> + Sync,
+        F: Fn(usize, &Path) -> Result<Ingested, StoreError> + Sync,
     {
         let ids: Vec<LayerId> = diff_ids.iter().map(|d| LayerId(*d)).collect();
         let present = self.pin(pins, &ids)?;
@@ -112,7 +112,7 @@ impl Store {
                 return Ok(None);
             }
             let dir = staging.path().join(format!("layer-{i}"));
-            let (staged, bytes) = ingest(i, &dir)?;
+            let Ingested { staged, bytes } = ingest(i, &dir)?;
             if staged.id.0 != diff_ids[i] {
                 return Err(StoreError::DiffIdMismatch { layer: i, expected: diff_ids[i], found: staged.id.0 });
             }

@@ -14,7 +14,7 @@ use strata_oci::ImageConfig;
 use strata_types::{ImageName, LayerId, RelPath, Sha256Digest};
 
 use crate::container::is_mounted;
-use crate::ingest::{OwnSource, ingest_changeset};
+use crate::ingest::{ChangesetSource, Ingested, ingest};
 use crate::owner::Tx;
 use crate::publish::{PublishImage, PublishTx};
 use crate::records::{ImageRecord, LayerOrigin};
@@ -67,23 +67,22 @@ impl Store {
             .map_err(|source| StoreError::Diff { context: format!("diffing container {container}"), source })?;
         // Regular files can be cloned from where the differ read them, when that is the
         // upperdir (same filesystem as the store); a fallback reads the merged overlay view.
-        let sources: HashMap<RelPath, strata_differ::Source> = if cs.method == DiffMethod::Upperdir {
+        let own: HashMap<RelPath, strata_differ::Source> = if cs.method == DiffMethod::Upperdir {
             cs.iter().filter_map(|c| Some((c.path.clone(), c.source.clone()?))).collect()
         } else {
             HashMap::new()
         };
-        let own: OwnSource<'_> = Box::new(move |e| sources.get(&e.path).cloned());
         let staging = Staging::new(&self.paths, "commit")?;
         let layer_dir = staging.path().join("layer");
-        let (staged, bytes, stats) = ingest_changeset(
-            self.index(),
-            &self.paths,
-            &layer_dir,
-            &cs,
-            LayerOrigin::Commit,
-            Some(own),
-            &format!("the layer of {container}"),
-        )?;
+        let mut source = ChangesetSource {
+            changeset: &cs,
+            own: Some(own),
+            what: format!("the layer of {container}"),
+            stats: Default::default(),
+        };
+        let Ingested { staged, bytes } =
+            ingest(self.index(), &self.paths, &layer_dir, LayerOrigin::Commit, &mut source)?;
+        let stats = source.stats;
         let layer = staged.id;
         let config = config_with_layer(&base.config, layer.0, &format!("strata commit {container}"))?;
         let mut layers = rec.layers.clone();

@@ -14,6 +14,8 @@ pub enum StoreError {
     Index(#[from] strata_index::IndexError),
     #[error(transparent)]
     Oci(#[from] strata_oci::OciError),
+    #[error(transparent)]
+    Registry(#[from] strata_registry::RegistryError),
     #[error("no image named {0}")]
     NoSuchImage(ImageName),
     #[error("an image named {0} already exists")]

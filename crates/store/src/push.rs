@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use strata_oci::layout::OciDir;
 use strata_oci::media::{self, LayerCompression};
 use strata_oci::{Descriptor, ImageManifest};
-use strata_registry::{Client, ClientOptions, ManifestRef, PushOutcome, Reference, RegistryError};
+use strata_registry::{Client, ClientOptions, ManifestRef, PushOutcome, Reference};
 use strata_types::{ImageName, LayerId, Sha256Digest};
 use strata_zstd_chunked::annotations::{LayerFormat as Chunkedness, detect};
 
@@ -83,10 +83,6 @@ pub struct PushReport {
     /// Request body bytes sent (blobs, config, manifest).
     pub bytes_uploaded: u64,
     pub seconds: f64,
-}
-
-fn registry_err(e: RegistryError) -> StoreError {
-    StoreError::Invalid(e.to_string())
 }
 
 /// Whether a blob of media type `media_type` with `annotations` is in format `f`.
@@ -149,7 +145,7 @@ impl Store {
         let start = Instant::now();
         let pinned = self.pin_images(&[image])?;
         let img = pinned.images()[0].clone();
-        let r = Reference::parse(reference).map_err(registry_err)?;
+        let r = Reference::parse(reference)?;
         if r.digest().is_some() {
             return Err(StoreError::Invalid(format!(
                 "{reference}: push to a tag (the manifest's digest is only known once it is written)"
@@ -160,7 +156,7 @@ impl Store {
             auth_file: opts.auth_file.clone(),
             ..ClientOptions::default()
         };
-        let client = Client::for_reference(&r, copts).map_err(registry_err)?;
+        let client = Client::for_reference(&r, copts)?;
         let repo = r.repository().to_owned();
         progress.start("pushing", None);
 
@@ -169,9 +165,9 @@ impl Store {
         if let Some((from, descs)) = mountable(&client, &img, opts.format) {
             for (i, d) in descs.into_iter().enumerate() {
                 let Some(d) = d else { continue };
-                let outcome = if client.blob_exists(&repo, &d.digest).map_err(registry_err)? {
+                let outcome = if client.blob_exists(&repo, &d.digest)? {
                     LayerOutcome::Present
-                } else if from != repo && client.mount_blob(&repo, &d.digest, &from).map_err(registry_err)? {
+                } else if from != repo && client.mount_blob(&repo, &d.digest, &from)? {
                     LayerOutcome::Mounted
                 } else {
                     continue;
@@ -189,7 +185,7 @@ impl Store {
         }
 
         // 3. Config, then the manifest.
-        let (config_digest, _) = client.push_blob_bytes(&repo, img.config.as_bytes()).map_err(registry_err)?;
+        let (config_digest, _) = client.push_blob_bytes(&repo, img.config.as_bytes())?;
         if config_digest != img.config_digest {
             return Err(StoreError::Corrupt(format!(
                 "image {image}: its config hashes to {config_digest}, its record says {}",
@@ -219,8 +215,7 @@ impl Store {
         };
         let bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
         let tag = r.tag().unwrap_or("latest").to_owned();
-        let digest =
-            client.put_manifest(&repo, &ManifestRef::Tag(tag), media::IMAGE_MANIFEST, &bytes).map_err(registry_err)?;
+        let digest = client.put_manifest(&repo, &ManifestRef::Tag(tag), media::IMAGE_MANIFEST, &bytes)?;
         progress.finish();
         Ok(PushReport {
             image: image.clone(),

@@ -42,6 +42,8 @@ pub enum TocProblem {
     MissingChunkDigest,
     #[error("single-chunk file's chunkDigest {chunk} differs from its digest {file}")]
     SingleChunkDigest { chunk: Sha256Digest, file: Sha256Digest },
+    #[error("{what} {value} is not an owner a file can have (4294967295 means \"unchanged\" to chown)")]
+    BadOwner { what: &'static str, value: u64 },
     #[error("compressed range {range:?} is empty, reversed or outside the blob's data (0..{data_end})")]
     BlobRange { range: Range<u64>, data_end: u64 },
 }
@@ -119,6 +121,11 @@ pub fn check_entries(entries: Vec<TocEntry>, data_end: u64) -> Result<Vec<TocFil
             }
             TocType::Symlink if e.link_name.is_empty() => return Err(err(TocProblem::EmptySymlink)),
             _ => {}
+        }
+        for (what, value) in [("uid", e.uid), ("gid", e.gid)] {
+            if value >= u64::from(u32::MAX) {
+                return Err(err(TocProblem::BadOwner { what, value }));
+            }
         }
         if kind != TocType::Reg && e.size != 0 {
             return Err(err(TocProblem::DataOnNonFile { kind: kind_name(kind), size: e.size }));
@@ -268,6 +275,19 @@ mod tests {
         let single = check_entries(vec![reg("a", 7, 10, 20)], 1000).unwrap();
         assert_eq!(single[0].chunks[0].blob_range, 10..20);
         assert_eq!(single[0].chunks[0].digest, d(1));
+    }
+
+    #[test]
+    fn owner_minus_one_is_refused_and_minus_two_accepted() {
+        let mut e = multi();
+        e[1].uid = u64::from(u32::MAX);
+        assert_eq!(problem(e), TocProblem::BadOwner { what: "uid", value: 4294967295 });
+        let mut e = multi();
+        e[0].gid = 1 << 40;
+        assert!(matches!(problem(e), TocProblem::BadOwner { what: "gid", .. }));
+        let mut e = multi();
+        (e[1].uid, e[1].gid) = (4294967294, 4294967294);
+        assert!(check_entries(e, 1000).is_ok());
     }
 
     #[test]

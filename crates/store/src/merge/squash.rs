@@ -9,7 +9,7 @@ use strata_types::{ImageName, LayerId};
 use super::stack::LayerCache;
 use super::view::View;
 use super::{changes, parse_config};
-use crate::ingest::ingest_changeset;
+use crate::ingest::{ChangesetSource, Ingested, ingest};
 use crate::records::{ImageRecord, LayerOrigin};
 use crate::staging::Staging;
 use crate::{Store, StoreError};
@@ -83,15 +83,15 @@ impl Store {
         let cs = Changeset::from_changes(DiffMethod::Squash, changes::full(&view)?);
         let staging = Staging::new(&self.paths, "squash")?;
         let layer_dir = staging.path().join("layer");
-        let (staged, bytes, stats) = ingest_changeset(
-            self.index(),
-            &self.paths,
-            &layer_dir,
-            &cs,
-            LayerOrigin::Squash,
-            None,
-            &format!("the squashed layer of {image}"),
-        )?;
+        let mut source = ChangesetSource {
+            changeset: &cs,
+            own: None,
+            what: format!("the squashed layer of {image}"),
+            stats: Default::default(),
+        };
+        let Ingested { staged, bytes } =
+            ingest(self.index(), &self.paths, &layer_dir, LayerOrigin::Squash, &mut source)?;
+        let stats = source.stats;
         let layer = staged.id;
         let mut cfg = parse_config(&img)?;
         let now = crate::time::rfc3339_now();

@@ -15,17 +15,16 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use strata_index::Key;
 use strata_oci::Descriptor;
 use strata_registry::{Client, ClientOptions, Reference};
 use strata_types::{ImageName, LayerId};
-use strata_zstd_chunked::{LayerPlan, Limits, ReadError};
+use strata_zstd_chunked::{Limits, ReadError};
 
-use crate::import::{CountingReader, IngestReport, decompress, parse_config};
-use crate::ingest::{Bytes, ingest_tar};
+use crate::import::{IngestReport, parse_config};
+use crate::ingest::{BlobSource, Ingested, ingest};
 use crate::owner::Tx;
 use crate::pins::Pins;
-use crate::publish::{NewLoc, PublishImage, PublishTx, StagedLayer};
+use crate::publish::{PublishImage, PublishTx};
 use crate::records::{ImageRecord, LayerOrigin};
 use crate::staging::Staging;
 use crate::{Progress, Store, StoreError};
@@ -54,17 +53,6 @@ impl strata_zstd_chunked::RangeSource for Ranges {
     }
 }
 
-fn registry_err(e: strata_registry::RegistryError) -> StoreError {
-    StoreError::Invalid(e.to_string())
-}
-
-/// What one layer's pull did.
-struct LayerPull {
-    staged: StagedLayer,
-    bytes: Bytes,
-    partial: bool,
-}
-
 impl Store {
     pub fn pull(
         &self,
@@ -74,15 +62,15 @@ impl Store {
         progress: &dyn Progress,
     ) -> Result<IngestReport, StoreError> {
         let start = Instant::now();
-        let r = Reference::parse(reference).map_err(registry_err)?;
+        let r = Reference::parse(reference)?;
         let copts = ClientOptions {
             plain_http: opts.plain_http,
             auth_file: opts.auth_file.clone(),
             ..ClientOptions::default()
         };
-        let client = Client::for_reference(&r, copts).map_err(registry_err)?;
+        let client = Client::for_reference(&r, copts)?;
         let repo = r.repository().to_owned();
-        let resolved = client.resolve(&r).map_err(registry_err)?;
+        let resolved = client.resolve(&r)?;
         let manifest = resolved.parsed;
         let name = match name {
             Some(n) => n,
@@ -96,12 +84,12 @@ impl Store {
             )));
         }
         let mut config_bytes = Vec::new();
-        let mut blob = client.get_blob(&repo, &manifest.config.digest, manifest.config.size).map_err(registry_err)?;
+        let mut blob = client.get_blob(&repo, &manifest.config.digest, manifest.config.size)?;
         (&mut blob)
             .take(MAX_CONFIG)
             .read_to_end(&mut config_bytes)
             .map_err(|e| StoreError::Invalid(format!("config: {e}")))?;
-        blob.finish().map_err(registry_err)?;
+        blob.finish()?;
         let config = parse_config(&config_bytes, manifest.layers.len())?;
         let diff_ids = config.rootfs.diff_ids.clone();
         let total: u64 = manifest.layers.iter().map(|l| l.size).sum();
@@ -117,14 +105,14 @@ impl Store {
                 digest: d.digest,
                 message,
             };
-            let lp = self.pull_layer(&client, &repo, d, dir, opts, progress).map_err(|e| match e {
+            let (ingested, partial) = self.pull_layer(&client, &repo, d, dir, opts, progress).map_err(|e| match e {
                 StoreError::BadLayer { .. } => e,
                 other => bad(other.to_string()),
             })?;
-            if lp.partial {
+            if partial {
                 partial_any.store(true, Ordering::Relaxed);
             }
-            Ok((lp.staged, lp.bytes))
+            Ok(ingested)
         })?;
         progress.finish();
         let record = ImageRecord::new(
@@ -164,72 +152,32 @@ impl Store {
         dir: &Path,
         opts: &PullOptions,
         progress: &dyn Progress,
-    ) -> Result<LayerPull, StoreError> {
+    ) -> Result<(Ingested, bool), StoreError> {
         if !opts.no_partial {
             let mut src = Ranges(client.blob_ranges(repo, &d.digest));
             match strata_zstd_chunked::open_layer(&d.annotations, d.size, &mut src, &Limits::default()) {
-                Ok(plan) => return self.pull_partial(client, repo, d, dir, &plan, progress),
+                Ok(plan) => {
+                    let sources = partial::plan_sources(self.index(), &self.paths, &plan)?;
+                    let remote: u64 = sources.remote.iter().map(|r| r.end - r.start).sum();
+                    progress.message(&format!(
+                        "reusing {} fetching {}",
+                        short_bytes(sources.local_bytes),
+                        short_bytes(remote)
+                    ));
+                    let fetch =
+                        partial::RegistryRanges { client: client.clone(), repo: repo.to_owned(), blob: d.digest };
+                    let mut source = partial::PartialSource::new(&plan, sources, fetch, d.size, progress);
+                    let ingested = ingest(self.index(), &self.paths, dir, LayerOrigin::Pull, &mut source)?;
+                    return Ok((ingested, true));
+                }
                 Err(ReadError::NeedsFullPull(_)) => {}
                 Err(e) => return Err(StoreError::Invalid(format!("zstd:chunked metadata: {e}"))),
             }
         }
         let fetched = AtomicU64::new(0);
-        let mut blob = client.get_blob(repo, &d.digest, d.size).map_err(registry_err)?;
-        let result = {
-            let counted = CountingReader { inner: &mut blob, counter: &fetched, progress };
-            let tar = decompress(&d.media_type, counted)?;
-            ingest_tar(self.index(), &self.paths, dir, tar, LayerOrigin::Pull, None)
-        };
-        blob.finish().map_err(registry_err)?;
-        let (staged, bytes) = result?;
-        Ok(LayerPull { staged, bytes, partial: false })
-    }
-
-    fn pull_partial(
-        &self,
-        client: &Client,
-        repo: &str,
-        d: &Descriptor,
-        dir: &Path,
-        plan: &LayerPlan,
-        progress: &dyn Progress,
-    ) -> Result<LayerPull, StoreError> {
-        let sources = partial::plan_sources(self.index(), &self.paths, plan).map_err(StoreError::Invalid)?;
-        let remote: u64 = sources.remote.iter().map(|r| r.end - r.start).sum();
-        progress.message(&format!("reusing {} fetching {}", short_bytes(sources.local_bytes), short_bytes(remote)));
-        let mut replay = partial::Replay::new(
-            plan.tar_split_records(),
-            plan,
-            sources,
-            client.clone(),
-            repo.to_owned(),
-            d.digest,
-            progress,
-        );
-        let (mut staged, mut bytes) = ingest_tar(self.index(), &self.paths, dir, &mut replay, LayerOrigin::Pull, None)?;
-        let s = replay.stats;
-        drop(replay);
-        // The bar counts the chunks' compressed bytes; the rest of the blob is metadata.
-        progress.inc(d.size.saturating_sub(s.compressed));
-        // For a pull, "reused" is what did not have to be fetched.
-        bytes.reused = s.local;
-        bytes.reflinked = bytes.reflinked.min(bytes.reused);
-        // Index the producer's chunk digests too, so later pulls of related blobs from the
-        // same producer find these chunks by their SHA-256.
-        let file_no: std::collections::HashMap<&strata_types::RelPath, u32> =
-            staged.files.iter().enumerate().map(|(n, f)| (&f.entry.path, n as u32)).collect();
-        let mut extra = Vec::new();
-        for e in &plan.entries {
-            let Some(&n) = file_no.get(&e.entry.path) else { continue };
-            if e.chunks.len() < 2 {
-                continue;
-            }
-            for c in e.chunks.iter().filter(|c| !c.zeros) {
-                extra.push(NewLoc { key: Key::ChunkSha256(c.digest), file: n, offset: c.file_offset, len: c.len });
-            }
-        }
-        staged.locs.extend(extra);
-        Ok(LayerPull { staged, bytes, partial: true })
+        let blob = client.get_blob(repo, &d.digest, d.size)?;
+        let mut source = BlobSource { media_type: &d.media_type, blob: Some(blob), fetched: &fetched, progress };
+        Ok((ingest(self.index(), &self.paths, dir, LayerOrigin::Pull, &mut source)?, false))
     }
 }
 

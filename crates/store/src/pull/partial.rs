@@ -27,12 +27,87 @@ use strata_index::{Index, Key};
 use strata_layer::tarsplit::{Record, TarSplitError};
 use strata_registry::Client;
 use strata_types::{Sha256Digest, Sha256Hasher};
-use strata_zstd_chunked::{ChunkPlan, LayerPlan};
+use strata_zstd_chunked::{ChunkPlan, LayerPlan, RangeSource};
 
 use super::window::Fetcher;
-use crate::Progress;
+use crate::ingest::{Ingested, LayerSource};
 use crate::paths::StorePaths;
+use crate::publish::NewLoc;
 use crate::resolve::Resolver;
+use crate::{Progress, StoreError};
+
+/// A blob's ranges from a registry: what a partial pull fetches chunks with.
+#[derive(Clone, Debug)]
+pub(crate) struct RegistryRanges {
+    pub client: Client,
+    pub repo: String,
+    pub blob: Sha256Digest,
+}
+
+impl RangeSource for RegistryRanges {
+    fn read_range(&mut self, range: Range<u64>) -> io::Result<Vec<u8>> {
+        self.read_ranges(std::slice::from_ref(&range)).map(|mut v| v.pop().unwrap_or_default())
+    }
+
+    fn read_ranges(&mut self, ranges: &[Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
+        self.client.fetch_ranges(&self.repo, &self.blob, ranges).map_err(io::Error::other)
+    }
+}
+
+/// A partial pull of one zstd:chunked layer as a [`LayerSource`]: the stream replayed from
+/// the tar-split, each chunk local or fetched. Its figures: "reused" is what it did not have
+/// to fetch; and the producer's chunk digests are indexed too, so later pulls of related
+/// blobs from the same producer find these chunks by their SHA-256.
+pub(crate) struct PartialSource<'a, R> {
+    plan: &'a LayerPlan,
+    sources: Option<SourcePlan>,
+    fetch: R,
+    blob_size: u64,
+    progress: &'a dyn Progress,
+    stats: ReplayStats,
+}
+
+impl<'a, R: RangeSource + Clone + Send + 'static> PartialSource<'a, R> {
+    pub fn new(plan: &'a LayerPlan, sources: SourcePlan, fetch: R, blob_size: u64, progress: &'a dyn Progress) -> Self {
+        PartialSource { plan, sources: Some(sources), fetch, blob_size, progress, stats: ReplayStats::default() }
+    }
+}
+
+impl<R: RangeSource + Clone + Send + 'static> LayerSource for PartialSource<'_, R> {
+    fn run(
+        &mut self,
+        consume: &mut dyn FnMut(&mut dyn Read) -> Result<Ingested, StoreError>,
+    ) -> Result<Ingested, StoreError> {
+        let sources = self.sources.take().expect("a partial source runs once");
+        let mut replay =
+            Replay::new(self.plan.tar_split_records(), self.plan, sources, self.fetch.clone(), self.progress);
+        let ingested = consume(&mut replay);
+        self.stats = replay.stats;
+        ingested
+    }
+
+    fn finish(&mut self, ingested: &mut Ingested) {
+        // The bar counts the chunks' compressed bytes; the rest of the blob is metadata.
+        self.progress.inc(self.blob_size.saturating_sub(self.stats.compressed));
+        let bytes = &mut ingested.bytes;
+        bytes.reused = self.stats.local;
+        bytes.reflinked = bytes.reflinked.min(bytes.reused);
+        let staged = &mut ingested.staged;
+        let file_no: std::collections::HashMap<&strata_types::RelPath, u32> =
+            staged.files.iter().enumerate().map(|(n, f)| (&f.entry.path, n as u32)).collect();
+        let mut extra = Vec::new();
+        for e in &self.plan.entries {
+            let Some(&n) = file_no.get(&e.entry.path) else { continue };
+            if e.chunks.len() < 2 {
+                continue;
+            }
+            for c in e.chunks.iter().filter(|c| !c.zeros) {
+                extra.push(NewLoc { key: Key::ChunkSha256(c.digest), file: n, offset: c.file_offset, len: c.len });
+            }
+        }
+        staged.locs.extend(extra);
+    }
+}
 
 /// Largest piece of the stream produced at once.
 const PIECE: usize = 256 << 10;
@@ -60,7 +135,7 @@ pub(crate) struct SourcePlan {
 }
 
 /// Decides, with one batched index lookup, where each chunk of the layer comes from.
-pub(crate) fn plan_sources(index: &Index, paths: &StorePaths, plan: &LayerPlan) -> Result<SourcePlan, String> {
+pub(crate) fn plan_sources(index: &Index, paths: &StorePaths, plan: &LayerPlan) -> Result<SourcePlan, StoreError> {
     // Keys per entry: the file's SHA-256 (if any), then per chunk its SHA-256 and, for
     // strata-made blobs, its BLAKE3 as a chunk and as a whole file.
     let mut keys = Vec::new();
@@ -86,7 +161,7 @@ pub(crate) fn plan_sources(index: &Index, paths: &StorePaths, plan: &LayerPlan) 
             chunk_keys[i].push(from..keys.len());
         }
     }
-    let found = index.lookup(&keys).map_err(|e| e.to_string())?;
+    let found = index.lookup(&keys)?;
     let mut resolver = Resolver::new(index, paths);
     let mut sources = Vec::with_capacity(plan.entries.len());
     let mut local_bytes = 0;
@@ -173,9 +248,8 @@ pub(crate) struct Replay<'a, I> {
     /// file record, in order).
     next_entry: usize,
     fetcher: Fetcher,
-    client: Client,
-    repo: String,
-    blob: Sha256Digest,
+    /// For a local chunk that changed or vanished since it was indexed: fetched after all.
+    refetch: Box<dyn RangeSource + Send + 'a>,
     current: Option<Current>,
     /// The last local file opened (consecutive chunks mostly come from the same file).
     open: Option<(PathBuf, File)>,
@@ -190,25 +264,21 @@ fn bad(msg: String) -> io::Error {
 }
 
 impl<'a, I: Iterator<Item = Result<Record, TarSplitError>>> Replay<'a, I> {
-    pub fn new(
+    pub fn new<R: RangeSource + Clone + Send + 'static>(
         records: I,
         plan: &'a LayerPlan,
         sources: SourcePlan,
-        client: Client,
-        repo: String,
-        blob: Sha256Digest,
+        fetch: R,
         progress: &'a dyn Progress,
     ) -> Self {
-        let fetcher = Fetcher::start(client.clone(), repo.clone(), blob, sources.remote);
+        let fetcher = Fetcher::start(fetch.clone(), sources.remote);
         Replay {
             records,
             plan,
             sources: sources.sources,
             next_entry: 0,
             fetcher,
-            client,
-            repo,
-            blob,
+            refetch: Box::new(fetch),
             current: None,
             open: None,
             progress,
@@ -298,12 +368,7 @@ impl<'a, I: Iterator<Item = Result<Record, TarSplitError>>> Replay<'a, I> {
                     // Gone or changed since it was indexed: fetch it after all.
                     self.stats.refetched += 1;
                     self.stats.fetched += c.len;
-                    let frames = self
-                        .client
-                        .fetch_ranges(&self.repo, &self.blob, std::slice::from_ref(&c.blob_range))
-                        .map_err(io::Error::other)?
-                        .pop()
-                        .unwrap_or_default();
+                    let frames = self.refetch.read_range(c.blob_range.clone())?;
                     Self::decoder(frames, c)?
                 }
             },

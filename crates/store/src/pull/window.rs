@@ -13,8 +13,7 @@ use std::ops::Range;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 
-use strata_registry::Client;
-use strata_types::Sha256Digest;
+use strata_zstd_chunked::RangeSource;
 
 /// Gaps up to this size between wanted ranges are fetched rather than split around: a
 /// separate range costs a multipart part header (~100 bytes) and the registry's per-range
@@ -79,8 +78,8 @@ impl std::fmt::Debug for Fetcher {
 }
 
 impl Fetcher {
-    /// Starts fetching `wanted` (the compressed ranges of every missing chunk).
-    pub fn start(client: Client, repo: String, digest: Sha256Digest, wanted: Vec<Range<u64>>) -> Fetcher {
+    /// Starts fetching `wanted` (the compressed ranges of every missing chunk) from `source`.
+    pub fn start(mut source: impl RangeSource + Send + 'static, wanted: Vec<Range<u64>>) -> Fetcher {
         let wins = windows(merge_ranges(wanted));
         let mut index = Vec::new();
         for (w, rs) in wins.iter().enumerate() {
@@ -91,12 +90,10 @@ impl Fetcher {
         let (tx, rx) = sync_channel(1);
         let handle = std::thread::spawn(move || {
             for w in wins {
-                let mut got = Window::new();
-                let r = client.get_ranges(&repo, &digest, &w, |range, bytes| {
-                    got.insert(range.start, (range, bytes));
-                    Ok::<(), strata_registry::RegistryError>(())
+                let r = source.read_ranges(&w).map(|parts| {
+                    w.iter().cloned().zip(parts).map(|(range, bytes)| (range.start, (range, bytes))).collect::<Window>()
                 });
-                let msg = r.map(|_| got).map_err(|e| e.to_string());
+                let msg = r.map_err(|e| e.to_string());
                 let failed = msg.is_err();
                 if tx.send(msg).is_err() || failed {
                     return;

@@ -1,5 +1,5 @@
-//! Ingestion: a layer tar stream becomes a layer directory in staging, deduplicated
-//! against the store as it is written, with its DiffID, tar-split and index entries.
+//! The content writer of ingestion: each regular file of the stream is placed in the new
+//! layer deduplicated against the whole store.
 //!
 //! Every regular file is chunked (FastCDC) and hashed (BLAKE3 per chunk and file, SHA-256
 //! per file). A file whose content the store already has is cloned whole (FICLONE, after
@@ -10,23 +10,17 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use strata_chunker::{
     Assembler, Expect, FileDigests, Fill, HashOptions, LocalRange, Piece, SourceFile, digest_bytes, digest_stream,
 };
 use strata_index::{Index, Key};
-use strata_layer::apply::{Applied, ApplyOptions, ContentWriter, WhiteoutMode, apply};
-use strata_layer::tarsplit::DiffIdOut;
-use strata_types::{Entry, EntryKind, LayerId};
+use strata_layer::apply::ContentWriter;
+use strata_types::Entry;
 
-use crate::StoreError;
-use crate::error::IoContext;
-use crate::paths::{LAYER_DIFF, LAYER_TAR_SPLIT, StorePaths};
-use crate::publish::{NewLoc, StagedLayer};
-use crate::records::{FileRecord, LayerOrigin, LayerRecord, Marker};
+use crate::paths::StorePaths;
 use crate::resolve::Resolver;
-use crate::store::now_secs;
 
 /// Files up to this size are chunked in memory; larger ones go through a staging file.
 const IN_MEMORY_MAX: u64 = 64 << 20;
@@ -74,14 +68,14 @@ pub(crate) struct DedupWriter<'a> {
 pub(crate) type OwnSource<'a> = Box<dyn Fn(&Entry) -> Option<strata_differ::Source> + Send + 'a>;
 
 impl<'a> DedupWriter<'a> {
-    pub fn new(index: &'a Index, paths: &'a StorePaths, spill_dir: PathBuf) -> Self {
+    pub fn new(index: &'a Index, paths: &'a StorePaths, spill_dir: PathBuf, own_source: Option<OwnSource<'a>>) -> Self {
         DedupWriter {
             index,
             resolver: Resolver::new(index, paths),
             assembler: Assembler::new(),
             buf: Vec::new(),
             spill_dir,
-            own_source: None,
+            own_source,
             bytes: Bytes::default(),
         }
     }
@@ -244,138 +238,4 @@ impl ContentWriter for DedupWriter<'_> {
         self.bytes.add(&outcome.bytes);
         Ok(outcome)
     }
-}
-
-/// Records and index entries collected while a layer is applied.
-#[derive(Debug, Default)]
-pub(crate) struct Collected {
-    pub files: Vec<FileRecord>,
-    pub locs: Vec<NewLoc>,
-    pub logical: u64,
-}
-
-impl Collected {
-    pub fn observe(&mut self, a: Applied<'_, FileOutcome>) {
-        let n = self.files.len() as u32;
-        match a {
-            Applied::Entry { entry, content } => {
-                let mut rec = FileRecord { entry: entry.clone(), marker: Marker::None, blake3: None, sha256: None };
-                if let Some(o) = content {
-                    let d = &o.digests;
-                    rec.blake3 = Some(d.blake3);
-                    rec.sha256 = d.sha256;
-                    self.logical += d.size;
-                    if d.size > 0 {
-                        let whole = |key| NewLoc { key, file: n, offset: 0, len: d.size };
-                        self.locs.push(whole(Key::File(d.blake3)));
-                        if let Some(s) = d.sha256 {
-                            self.locs.push(whole(Key::FileSha256(s)));
-                        }
-                        if d.chunks.len() > 1 {
-                            for c in d.chunks.iter().filter(|c| !c.zero) {
-                                self.locs.push(NewLoc {
-                                    key: Key::Chunk(c.digest),
-                                    file: n,
-                                    offset: c.offset,
-                                    len: u64::from(c.len),
-                                });
-                            }
-                        }
-                    }
-                }
-                self.files.push(rec);
-            }
-            Applied::Whiteout { entry, target } => {
-                let mut e = entry.clone();
-                e.path = target.clone();
-                self.files.push(FileRecord { entry: e, marker: Marker::Whiteout, blake3: None, sha256: None });
-            }
-            Applied::Opaque { entry, dir } => {
-                let mut e = entry.clone();
-                e.path = dir.clone();
-                e.kind = EntryKind::Dir;
-                self.files.push(FileRecord { entry: e, marker: Marker::Opaque, blake3: None, sha256: None });
-            }
-            Applied::ImplicitDir { .. } | Applied::Skipped { .. } => {}
-        }
-    }
-}
-
-/// Applies the layer stream `tar` into `dir/diff` (overlay whiteouts), deduplicating, and
-/// records its tar-split in `dir`. Returns the staged layer; the caller checks its DiffID.
-pub(crate) fn ingest_tar(
-    index: &Index,
-    paths: &StorePaths,
-    dir: &Path,
-    tar: impl Read,
-    origin: LayerOrigin,
-    own_source: Option<OwnSource<'_>>,
-) -> Result<(StagedLayer, Bytes), StoreError> {
-    let diff = dir.join(LAYER_DIFF);
-    // The layer's `/`: 0755 whatever the umask (a container's root must look normal), unless
-    // the tar names `./` itself.
-    std::fs::create_dir_all(&diff).at(&diff)?;
-    std::fs::set_permissions(&diff, std::os::unix::fs::PermissionsExt::from_mode(0o755)).at(&diff)?;
-    let ts_path = dir.join(LAYER_TAR_SPLIT);
-    let ts_file = File::create(&ts_path).at(&ts_path)?;
-    let ts_enc = zstd::Encoder::new(ts_file, 3).at(&ts_path)?;
-    let mut recorder = strata_layer::tarsplit::TarSplitRecorder::new(ts_enc);
-    let mut diff_id = DiffIdOut::default();
-    let mut writer = DedupWriter::new(index, paths, dir.to_path_buf());
-    writer.own_source = own_source;
-    let mut collected = Collected::default();
-    let opts = ApplyOptions::new(WhiteoutMode::Overlay);
-    let stats = {
-        let mut tap = strata_layer::Tee(&mut diff_id, &mut recorder);
-        apply(&diff, tar, &opts, &mut writer, Some(&mut tap), &mut |a| {
-            collected.observe(a);
-            Ok(())
-        })?
-    };
-    let enc = recorder.finish().at(&ts_path)?;
-    enc.finish().at(&ts_path)?;
-    let (diff_id, tar_bytes) = diff_id.finish();
-    let id = LayerId(diff_id);
-    let record = LayerRecord {
-        id,
-        num: 0,
-        created: now_secs(),
-        origin,
-        entries: collected.files.len() as u64,
-        logical_bytes: collected.logical,
-        tar_bytes,
-    };
-    debug_assert_eq!(tar_bytes, stats.stream_bytes);
-    let bytes = writer.bytes;
-    Ok((StagedLayer { id, dir: dir.to_path_buf(), files: collected.files, locs: collected.locs, record }, bytes))
-}
-
-/// Writes changeset `cs` as a layer tar on a thread of its own and ingests it through a pipe
-/// into `dir` (see [`ingest_tar`]): a layer from a changeset without its tar ever on disk.
-/// `what` names the layer in errors ("the layer of c").
-pub(crate) fn ingest_changeset(
-    index: &Index,
-    paths: &StorePaths,
-    dir: &Path,
-    cs: &strata_differ::Changeset,
-    origin: LayerOrigin,
-    own_source: Option<OwnSource<'_>>,
-    what: &str,
-) -> Result<(StagedLayer, Bytes, strata_differ::WriteStats), StoreError> {
-    let (reader, writer) = std::io::pipe().map_err(|e| StoreError::io(dir, e))?;
-    std::thread::scope(|s| {
-        let producer = s.spawn(|| {
-            let mut out = strata_layer::out_file::WriteTarOut::new(writer);
-            let r = strata_differ::write_layer(cs, &mut out, &strata_differ::WriteOptions::default());
-            drop(out); // closes the pipe: the reader sees EOF
-            r
-        });
-        let ingested = ingest_tar(index, paths, dir, reader, origin, own_source);
-        let written = producer.join().map_err(|_| StoreError::Invalid("the layer writer panicked".into()))?;
-        // When ingestion fails (a full disk, say), it stops reading and the writer sees a
-        // broken pipe: the ingestion's error is the one that says what was wrong.
-        let (staged, bytes) = ingested?;
-        let stats = written.map_err(|source| StoreError::Diff { context: format!("writing {what}"), source })?;
-        Ok((staged, bytes, stats))
-    })
 }
